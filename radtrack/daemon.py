@@ -1,0 +1,285 @@
+"""Start-up and shutdown of the whole process.
+
+Start: load the dictionary, open and migrate the database, rebuild the live state from it, bind
+every socket (a busy port is a clear error before anything runs), then start reading UDP and
+serving HTTP. Stop (one way only): intake stops, queued packets are committed and answered,
+HTTP stops, the database closes — all under ``shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from pathlib import Path
+
+from radtrack import config as config_mod
+from radtrack.accounting import Accountant
+from radtrack.config import Settings
+from radtrack.errors import RadtrackError, StoreError
+from radtrack.index import SessionIndex, UserDirectory
+from radtrack.model import User
+from radtrack.radius import dictionary as dictionary_mod
+from radtrack.service import AccountingService
+from radtrack.store import recovery
+from radtrack.store.schema import UPSERT_USER
+from radtrack.store.writer import Writer, checkpoint
+from radtrack.transport import UdpListener, bind_udp
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_INTERVAL = 5.0
+
+
+class StartupError(RadtrackError):
+    """The daemon cannot start (busy port, unusable database...)."""
+
+
+class Daemon:
+    """The whole process: UDP intake, the writer, the live state and the HTTP API."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.index = SessionIndex(settings.sessions.closed_cache)
+        self.users = UserDirectory(
+            numeric_user_names=settings.users.numeric_user_names,
+            pattern=settings.users.pattern,
+            pattern_attribute=settings.users.pattern_attribute,
+        )
+        self.accountant = Accountant(
+            self.index,
+            self.users,
+            default_interim_interval=settings.sessions.default_interim_interval,
+            stale_multiple=settings.sessions.stale_multiple,
+        )
+        self.writer = Writer(
+            settings.store.path,
+            synchronous=settings.store.synchronous,
+            max_batch=settings.store.max_batch,
+            busy_timeout=settings.store.busy_timeout,
+        )
+        self.service: AccountingService | None = None
+        self.listeners: list[UdpListener] = []
+        self.http_server: object | None = None
+        self.http_address: tuple[str, int] | None = None
+        self._http_socket: socket.socket | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._stopped = False
+        self.started = False
+        self.recovered_sessions = 0
+
+    # -- Backend protocol of radtrack.api ----------------------------------------------------
+    def readiness(self) -> dict[str, bool]:
+        return {
+            "udp": bool(self.listeners) and self.started,
+            "database": self.writer.healthy and self.started,
+        }
+
+    async def upsert_users(self, users: list[User]) -> None:
+        for user in users:
+            await self.writer.execute(
+                UPSERT_USER, (user.user_id, user.username, user.reseller_id, user.max_sessions)
+            )
+        for user in users:
+            self.users.upsert(user)
+        names = {user.username for user in users if user.username is not None}
+        if names:
+            for session in self.index:
+                if session.user_name in names:
+                    self.index.set_user(
+                        session, self.users.resolve(session.user_name, session.class_hex)
+                    )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        settings = self.settings
+        try:
+            dictionary = dictionary_mod.load(settings.radius.dictionary)
+        except RadtrackError as exc:
+            raise StartupError(str(exc)) from None
+        sockets = self._bind_all()
+        try:
+            await self._open_store()
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            if self._http_socket is not None:
+                self._http_socket.close()
+            raise
+        self.service = AccountingService(settings.radius, dictionary, self.accountant, self.writer)
+        for sock in sockets:
+            listener = UdpListener(sock, self.service.on_datagram)
+            listener.start()
+            self.listeners.append(listener)
+        if self._http_socket is not None:
+            await self._start_http(self._http_socket)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._expire_loop(), name="radtrack-expire"))
+        self._tasks.append(loop.create_task(self._checkpoint_loop(), name="radtrack-checkpoint"))
+        self.started = True
+        logger.info(
+            "event=started udp=%s http=%s sessions_online=%d recovered=%d database=%s",
+            ",".join(f"{h}:{p}" for h, p in (lst.address for lst in self.listeners)),
+            "%s:%d" % self.http_address if self.http_address else "off",
+            len(self.index),
+            self.recovered_sessions,
+            settings.store.path,
+        )
+
+    def _bind_all(self) -> list[socket.socket]:
+        settings = self.settings
+        sockets: list[socket.socket] = []
+        try:
+            for endpoint in settings.radius.listen:
+                try:
+                    sockets.append(bind_udp(endpoint, settings.radius.receive_buffer))
+                except OSError as exc:
+                    raise StartupError(
+                        f"radius.listen: cannot bind UDP {endpoint}: {exc.strerror} "
+                        "(hint: is another radtrack or a RADIUS server running on that port?)"
+                    ) from None
+            if settings.api.listen is not None:
+                from radtrack.api.server import bind_tcp
+
+                try:
+                    self._http_socket = bind_tcp(settings.api.listen.host, settings.api.listen.port)
+                except OSError as exc:
+                    raise StartupError(
+                        f"api.listen: cannot bind TCP {settings.api.listen}: {exc.strerror} "
+                        "(hint: another process is using that port)"
+                    ) from None
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        return sockets
+
+    async def _open_store(self) -> None:
+        path = self.settings.store.path
+        try:
+            await self.writer.open()
+        except Exception as exc:
+            raise StartupError(
+                f"store.path: cannot open database {path}: {exc} "
+                "(hint: check the directory exists and is writable)"
+            ) from None
+        started = time.monotonic()
+        closed_limit = self.settings.sessions.closed_cache
+
+        def load() -> tuple[list[object], list[User]]:
+            return list(recovery.load_sessions(path, closed_limit)), recovery.load_users(path)
+
+        sessions, users = await asyncio.to_thread(load)
+        for user in users:
+            self.users.upsert(user)
+        for session in sessions:
+            self.accountant.restore(session)  # type: ignore[arg-type]
+        self.recovered_sessions = len(self.index)
+        logger.info(
+            "event=recovered sessions_online=%d closed_kept=%d users=%d seconds=%.2f",
+            len(self.index),
+            len(sessions) - len(self.index),
+            len(users),
+            time.monotonic() - started,
+        )
+
+    async def _start_http(self, sock: socket.socket) -> None:
+        from radtrack.api.app import create_app
+        from radtrack.api.server import EmbeddedServer
+
+        app = create_app(self, self.settings.api, http_ready=lambda: self.started)
+        server = EmbeddedServer(app)
+        await server.start(sock)
+        self.http_server = server
+        host, port = sock.getsockname()[:2]
+        self.http_address = (host, port)
+
+    async def _expire_loop(self) -> None:
+        interval = self.settings.sessions.stale_check_interval
+        while True:
+            await asyncio.sleep(interval)
+            if self.service is not None:
+                while self.service.expire() >= 10_000:
+                    await asyncio.sleep(0)
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            try:
+                await checkpoint(self.settings.store.path)
+            except Exception as exc:  # a busy or failing disk: the next round tries again
+                logger.debug("event=checkpoint_failed error=%s", exc)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        """Intake stops, queued packets are committed and answered, HTTP stops, the database
+        closes; bounded by daemon.shutdown_timeout. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.started = False
+        timeout = self.settings.daemon.shutdown_timeout
+        deadline = time.monotonic() + timeout
+        for listener in self.listeners:
+            listener.pause()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        try:
+            await asyncio.wait_for(self.writer.flush(), max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            logger.error("event=shutdown_flush_timeout queued=%d", self.writer.queued)
+        for listener in self.listeners:
+            listener.close()
+        self.listeners.clear()
+        if self.http_server is not None:
+            await self.http_server.stop(max(0.5, deadline - time.monotonic()))  # type: ignore[attr-defined]
+            self.http_server = None
+        elif self._http_socket is not None:
+            self._http_socket.close()
+        await self.writer.close(max(0.1, deadline - time.monotonic()))
+        logger.info("event=stopped")
+
+
+async def run(settings: Settings) -> int:
+    """Run the daemon until SIGTERM/SIGINT; a second signal forces exit. Returns an exit code."""
+    daemon = Daemon(settings)
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            logger.error("event=forced_exit signal=%s", signal.Signals(signum).name)
+            raise SystemExit(1)
+        logger.info("event=stopping signal=%s", signal.Signals(signum).name)
+        daemon.request_stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await daemon.start()
+    except (StartupError, StoreError) as exc:
+        logger.error("event=startup_failed error=%r", str(exc))
+        await daemon.stop()
+        return 1
+    await daemon.wait()
+    await daemon.stop()
+    return 0
+
+
+def load_settings(path: str | Path) -> Settings:
+    return config_mod.load(path)

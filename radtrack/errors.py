@@ -1,0 +1,47 @@
+"""The exception family of radtrack, one class per boundary.
+
+Contracts:
+- ``config.load`` raises only ConfigError (with the key path and a hint).
+- ``radius.dictionary.load`` raises only DictionaryError.
+- ``radius.codec.decode`` raises only MalformedPacket; anything else is a bug.
+- ``store.writer`` reports a failed commit as StoreError; the packets of that batch get no reply.
+"""
+
+from __future__ import annotations
+
+
+class RadtrackError(Exception):
+    """Base of every error radtrack raises on purpose."""
+
+
+class ConfigError(RadtrackError):
+    """The configuration is invalid; ``path`` names the key (e.g. ``radius.clients[0].secret``)."""
+
+    def __init__(self, path: str, message: str, hint: str = "") -> None:
+        self.path = path
+        self.message = message
+        self.hint = hint
+        text = f"{path}: {message}" if path else message
+        if hint:
+            text += f" (hint: {hint})"
+        super().__init__(text)
+
+
+class DictionaryError(RadtrackError):
+    """A RADIUS dictionary could not be loaded or lacks an attribute radtrack needs."""
+
+
+class MalformedPacket(RadtrackError):
+    """A datagram is not a well-formed RADIUS packet (RFC 2865 §3, §5)."""
+
+
+class BadAuthenticator(RadtrackError):
+    """The Request Authenticator or Message-Authenticator does not verify with the NAS's secret."""
+
+
+class UnknownClient(RadtrackError):
+    """A datagram came from an address that matches no configured NAS."""
+
+
+class StoreError(RadtrackError):
+    """A database write failed (disk full, read-only, locked); nothing of the batch is acknowledged."""

@@ -1,0 +1,189 @@
+"""The live state: every online session, by id and by user, plus recently closed ones.
+
+Pure data, no I/O and no clock. The accounting core is the only writer; the API, the CLI status
+line and metrics read it. Memory per session matters (a million sessions must fit in ~750 MB), so
+there is one dict by id, one small list per user, and per-NAS counts instead of per-NAS dicts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
+
+from radtrack.model import Session, User
+
+
+class UserDirectory:
+    """Maps a session's User-Name (or Class) to an API user id, and users to their reseller.
+
+    Order: an entry of the users table for that User-Name; else a numeric User-Name is the user
+    id (when ``numeric_user_names``); else ``pattern`` over the User-Name or the Class text.
+    """
+
+    def __init__(
+        self,
+        *,
+        numeric_user_names: bool = True,
+        pattern: str | None = None,
+        pattern_attribute: str = "User-Name",
+    ) -> None:
+        self.numeric_user_names = numeric_user_names
+        self.pattern = re.compile(pattern) if pattern else None
+        self.pattern_attribute = pattern_attribute
+        self._by_name: dict[str, User] = {}
+        self._by_id: dict[int, User] = {}
+
+    def upsert(self, user: User) -> User | None:
+        """Add or replace a user; returns the previous entry for that user id."""
+        old = self._by_id.get(user.user_id)
+        if old is not None and old.username is not None:
+            self._by_name.pop(old.username, None)
+        if user.username is not None:
+            stale = self._by_name.get(user.username)
+            if stale is not None and stale.user_id != user.user_id:
+                # a username maps to one user id: the newer entry takes it over
+                self._by_id[stale.user_id] = User(
+                    stale.user_id, None, stale.reseller_id, stale.max_sessions
+                )
+            self._by_name[user.username] = user
+        self._by_id[user.user_id] = user
+        return old
+
+    def get(self, user_id: int) -> User | None:
+        return self._by_id.get(user_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def resolve(self, user_name: str | None, class_hex: str | None) -> int | None:
+        """The user id of a session, or None when nothing maps it."""
+        if user_name is not None:
+            user = self._by_name.get(user_name)
+            if user is not None:
+                return user.user_id
+            if self.numeric_user_names and user_name.isascii() and user_name.isdigit():
+                value = int(user_name)
+                if value < 2**31:  # GraphQL Int is 32-bit signed
+                    return value
+        if self.pattern is not None:
+            if self.pattern_attribute == "Class":
+                text = bytes.fromhex(class_hex).decode("utf-8", "replace") if class_hex else None
+            else:
+                text = user_name
+            if text is not None:
+                match = self.pattern.search(text)
+                if match is not None:
+                    try:
+                        value = int(match.group(1) if match.groups() else match.group(0))
+                    except ValueError:
+                        return None
+                    if 0 <= value < 2**31:
+                        return value
+        return None
+
+    def reseller_of(self, user_id: int) -> int | None:
+        user = self._by_id.get(user_id)
+        return None if user is None else user.reseller_id
+
+
+class SessionIndex:
+    """Online sessions by id and by user id, per-NAS counts, and a bounded set of closed ones.
+
+    Closed sessions are kept (at most ``closed_capacity``, oldest evicted first) so that a late
+    Interim-Update or Start after a Stop does not reopen the session (RFC 2866 §5.1 ordering is
+    not guaranteed on UDP) and a late Start can still complete the closed record.
+    """
+
+    def __init__(self, closed_capacity: int = 100_000) -> None:
+        self._online: dict[str, Session] = {}
+        self._by_user: dict[int, list[Session]] = {}
+        self._closed: OrderedDict[str, Session] = OrderedDict()
+        self.closed_capacity = closed_capacity
+        self.per_nas: Counter[str] = Counter()
+
+    # -- reads (API, metrics) -------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._online)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._online.values()))
+
+    def get(self, session_id: str) -> Session | None:
+        """An online session by its opaque id."""
+        return self._online.get(session_id)
+
+    def find(self, session_id: str) -> Session | None:
+        """An online or recently closed session by its opaque id."""
+        return self._online.get(session_id) or self._closed.get(session_id)
+
+    def for_user(self, user_id: int) -> list[Session]:
+        """The online sessions of a user, oldest first."""
+        sessions = self._by_user.get(user_id)
+        if not sessions:
+            return []
+        return sorted(sessions, key=_start_key)
+
+    def count_for_user(self, user_id: int) -> int:
+        sessions = self._by_user.get(user_id)
+        return len(sessions) if sessions else 0
+
+    def online_of_nas(self, nas_key: str) -> list[Session]:
+        """Online sessions of one NAS (a scan: used only for Accounting-On/Off, which is rare)."""
+        return [s for s in self._online.values() if s.nas_key == nas_key]
+
+    # -- writes (accounting core, recovery) ----------------------------------------------------
+    def add_online(self, session: Session) -> None:
+        old = self._online.get(session.id)
+        if old is not None:
+            self._unlink(old)
+        self._online[session.id] = session
+        self.per_nas[session.nas_name] += 1
+        if session.user_id is not None:
+            self._by_user.setdefault(session.user_id, []).append(session)
+
+    def close(self, session: Session) -> None:
+        """Move an online session (already given its stop time) to the closed set."""
+        if self._online.pop(session.id, None) is not None:
+            self._unlink(session)
+        self.remember_closed(session)
+
+    def remember_closed(self, session: Session) -> None:
+        self._closed[session.id] = session
+        self._closed.move_to_end(session.id)
+        while len(self._closed) > self.closed_capacity:
+            self._closed.popitem(last=False)
+
+    def set_user(self, session: Session, user_id: int | None) -> None:
+        """Re-file an online session under another user id (after a users-table change)."""
+        if session.user_id == user_id:
+            return
+        online = self._online.get(session.id) is session
+        if online:
+            self._unlink(session)
+        session.user_id = user_id
+        if online:
+            self._online[session.id] = session
+            self.per_nas[session.nas_name] += 1
+            if user_id is not None:
+                self._by_user.setdefault(user_id, []).append(session)
+
+    def _unlink(self, session: Session) -> None:
+        count = self.per_nas[session.nas_name] - 1
+        if count > 0:
+            self.per_nas[session.nas_name] = count
+        else:
+            del self.per_nas[session.nas_name]
+        if session.user_id is not None:
+            sessions = self._by_user.get(session.user_id)
+            if sessions is not None:
+                for i, candidate in enumerate(sessions):
+                    if candidate is session:
+                        del sessions[i]
+                        break
+                if not sessions:
+                    del self._by_user[session.user_id]
+
+
+def _start_key(session: Session) -> tuple[float, str]:
+    return (session.start_time, session.id)

@@ -1,0 +1,316 @@
+"""Records shared by every layer.
+
+AccountingRequest is frozen: once decoded it never changes. Session is the live record of one
+session; the accounting core is its only writer, everyone else reads it or takes a ``row()``
+snapshot (a plain tuple) to carry across threads.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+
+
+class StatusType(enum.IntEnum):
+    """Acct-Status-Type values radtrack acts on (RFC 2866 §5.1)."""
+
+    START = 1
+    STOP = 2
+    INTERIM_UPDATE = 3
+    ACCOUNTING_ON = 7
+    ACCOUNTING_OFF = 8
+
+
+class CloseReason(enum.StrEnum):
+    """Why a session is no longer online; stored in ``sessions.close_reason``."""
+
+    STOP = "stop"  # the NAS sent Accounting-Request Stop
+    ACCOUNTING_ON = "accounting-on"  # the NAS rebooted (RFC 2866 §5.1, Accounting-On)
+    ACCOUNTING_OFF = "accounting-off"  # the NAS is being taken out of service
+    STALE = "stale"  # no update for longer than the stale limit
+
+
+@dataclass(frozen=True, slots=True)
+class AccountingRequest:
+    """One verified Accounting-Request, reduced to what the accounting core needs.
+
+    Times are POSIX seconds, UTC. Counters are already 64-bit (Gigawords combined).
+    ``nas_key`` identifies the NAS: the configured client plus NAS-IP-Address (or NAS-Identifier,
+    or the source address), so one CIDR client entry can cover many NASes.
+    """
+
+    status: StatusType
+    nas_key: str
+    nas_name: str
+    nas_ip: str
+    session_id: str
+    event_time: float
+    user_name: str | None = None
+    class_hex: str | None = None
+    nas_port_id: str | None = None
+    nas_port_type: str | None = None
+    calling_station_id: str | None = None
+    called_station_id: str | None = None
+    framed_ip: str | None = None
+    connect_info: str | None = None
+    session_time: int | None = None
+    input_octets: int | None = None
+    output_octets: int | None = None
+    input_packets: int | None = None
+    output_packets: int | None = None
+    terminate_cause: str | None = None
+    interim_interval: int | None = None
+
+
+def session_key(nas_key: str, session_id: str, class_hex: str | None) -> str:
+    """The opaque, stable id of a session: (NAS, Acct-Session-Id, Class) hashed (DESIGN.md)."""
+    material = f"{nas_key}\x00{session_id}\x00{class_hex or ''}".encode("utf-8", "surrogateescape")
+    return hashlib.blake2b(material, digest_size=12).hexdigest()
+
+
+# Column order of the ``sessions`` table; Session.row() and Session.from_row() follow it.
+SESSION_COLUMNS: tuple[str, ...] = (
+    "id",
+    "nas_key",
+    "nas_name",
+    "nas_ip",
+    "session_id",
+    "class",
+    "user_name",
+    "user_id",
+    "nas_port_id",
+    "nas_port_type",
+    "calling_station_id",
+    "called_station_id",
+    "framed_ip",
+    "connect_info_start",
+    "start_time",
+    "last_update",
+    "stop_time",
+    "terminate_cause",
+    "close_reason",
+    "input_octets",
+    "output_octets",
+    "input_packets",
+    "output_packets",
+    "session_time",
+    "interim_interval",
+    "start_seen",
+)
+
+
+class Session:
+    """The live record of one session (open, or closed and kept as history).
+
+    Slotted and plain, because a million of these live in memory (docs/performance.md).
+    """
+
+    __slots__ = (
+        "id",
+        "nas_key",
+        "nas_name",
+        "nas_ip",
+        "session_id",
+        "class_hex",
+        "user_name",
+        "user_id",
+        "nas_port_id",
+        "nas_port_type",
+        "calling_station_id",
+        "called_station_id",
+        "framed_ip",
+        "connect_info_start",
+        "start_time",
+        "last_update",
+        "stop_time",
+        "terminate_cause",
+        "close_reason",
+        "input_octets",
+        "output_octets",
+        "input_packets",
+        "output_packets",
+        "session_time",
+        "interim_interval",
+        "start_seen",
+        "disconnecting",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        nas_key: str,
+        nas_name: str,
+        nas_ip: str,
+        session_id: str,
+        start_time: float,
+        last_update: float,
+        *,
+        class_hex: str | None = None,
+        user_name: str | None = None,
+        user_id: int | None = None,
+        nas_port_id: str | None = None,
+        nas_port_type: str | None = None,
+        calling_station_id: str | None = None,
+        called_station_id: str | None = None,
+        framed_ip: str | None = None,
+        connect_info_start: str | None = None,
+        stop_time: float | None = None,
+        terminate_cause: str | None = None,
+        close_reason: str | None = None,
+        input_octets: int = 0,
+        output_octets: int = 0,
+        input_packets: int = 0,
+        output_packets: int = 0,
+        session_time: int = 0,
+        interim_interval: int | None = None,
+        start_seen: bool = False,
+    ) -> None:
+        self.id = id
+        self.nas_key = nas_key
+        self.nas_name = nas_name
+        self.nas_ip = nas_ip
+        self.session_id = session_id
+        self.class_hex = class_hex
+        self.user_name = user_name
+        self.user_id = user_id
+        self.nas_port_id = nas_port_id
+        self.nas_port_type = nas_port_type
+        self.calling_station_id = calling_station_id
+        self.called_station_id = called_station_id
+        self.framed_ip = framed_ip
+        self.connect_info_start = connect_info_start
+        self.start_time = start_time
+        self.last_update = last_update
+        self.stop_time = stop_time
+        self.terminate_cause = terminate_cause
+        self.close_reason = close_reason
+        self.input_octets = input_octets
+        self.output_octets = output_octets
+        self.input_packets = input_packets
+        self.output_packets = output_packets
+        self.session_time = session_time
+        self.interim_interval = interim_interval
+        self.start_seen = start_seen
+        self.disconnecting = False
+
+    @property
+    def online(self) -> bool:
+        return self.stop_time is None
+
+    def row(self) -> tuple[object, ...]:
+        """A snapshot in SESSION_COLUMNS order, safe to hand to the writer thread."""
+        return (
+            self.id,
+            self.nas_key,
+            self.nas_name,
+            self.nas_ip,
+            self.session_id,
+            self.class_hex,
+            self.user_name,
+            self.user_id,
+            self.nas_port_id,
+            self.nas_port_type,
+            self.calling_station_id,
+            self.called_station_id,
+            self.framed_ip,
+            self.connect_info_start,
+            self.start_time,
+            self.last_update,
+            self.stop_time,
+            self.terminate_cause,
+            self.close_reason,
+            self.input_octets,
+            self.output_octets,
+            self.input_packets,
+            self.output_packets,
+            self.session_time,
+            self.interim_interval,
+            int(self.start_seen),
+        )
+
+    @classmethod
+    def from_row(cls, row: tuple[object, ...] | list[object]) -> Session:
+        """Rebuild a session from a ``sessions`` row (start-up recovery)."""
+        (
+            id_,
+            nas_key,
+            nas_name,
+            nas_ip,
+            session_id,
+            class_hex,
+            user_name,
+            user_id,
+            nas_port_id,
+            nas_port_type,
+            calling_station_id,
+            called_station_id,
+            framed_ip,
+            connect_info_start,
+            start_time,
+            last_update,
+            stop_time,
+            terminate_cause,
+            close_reason,
+            input_octets,
+            output_octets,
+            input_packets,
+            output_packets,
+            session_time,
+            interim_interval,
+            start_seen,
+        ) = row
+        return cls(
+            id_,  # type: ignore[arg-type]
+            nas_key,  # type: ignore[arg-type]
+            nas_name,  # type: ignore[arg-type]
+            nas_ip,  # type: ignore[arg-type]
+            session_id,  # type: ignore[arg-type]
+            start_time,  # type: ignore[arg-type]
+            last_update,  # type: ignore[arg-type]
+            class_hex=class_hex,  # type: ignore[arg-type]
+            user_name=user_name,  # type: ignore[arg-type]
+            user_id=user_id,  # type: ignore[arg-type]
+            nas_port_id=nas_port_id,  # type: ignore[arg-type]
+            nas_port_type=nas_port_type,  # type: ignore[arg-type]
+            calling_station_id=calling_station_id,  # type: ignore[arg-type]
+            called_station_id=called_station_id,  # type: ignore[arg-type]
+            framed_ip=framed_ip,  # type: ignore[arg-type]
+            connect_info_start=connect_info_start,  # type: ignore[arg-type]
+            stop_time=stop_time,  # type: ignore[arg-type]
+            terminate_cause=terminate_cause,  # type: ignore[arg-type]
+            close_reason=close_reason,  # type: ignore[arg-type]
+            input_octets=input_octets or 0,  # type: ignore[arg-type]
+            output_octets=output_octets or 0,  # type: ignore[arg-type]
+            input_packets=input_packets or 0,  # type: ignore[arg-type]
+            output_packets=output_packets or 0,  # type: ignore[arg-type]
+            session_time=session_time or 0,  # type: ignore[arg-type]
+            interim_interval=interim_interval,  # type: ignore[arg-type]
+            start_seen=bool(start_seen),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A row of the users table: maps a RADIUS User-Name to an API user id and its owner."""
+
+    user_id: int
+    username: str | None = None
+    reseller_id: int | None = None
+    max_sessions: int | None = None
+
+
+class ChangeKind(enum.StrEnum):
+    """What happened to a session, as subscribers and the writer see it."""
+
+    STARTED = "started"
+    UPDATED = "updated"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionChange:
+    """An effect of the accounting core: this session changed, persist it and tell subscribers."""
+
+    kind: ChangeKind
+    session: Session

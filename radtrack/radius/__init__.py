@@ -1,0 +1,1 @@
+"""RADIUS: dictionaries, the packet codec, the duplicate cache and the Disconnect client."""

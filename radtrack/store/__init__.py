@@ -1,0 +1,1 @@
+"""SQLite persistence: schema and migrations, the single writer, start-up recovery."""

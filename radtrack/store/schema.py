@@ -1,0 +1,94 @@
+"""The SQLite schema, migrated by ``PRAGMA user_version``.
+
+One ``sessions`` row per session (open: stop_time IS NULL; closed: history), keyed by the
+opaque session id; a ``users`` table mapping User-Names to API user ids and resellers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from radtrack.model import SESSION_COLUMNS
+
+# Each entry migrates from version i to i + 1; append, never edit.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE sessions (
+        id                 TEXT PRIMARY KEY,
+        nas_key            TEXT NOT NULL,
+        nas_name           TEXT NOT NULL,
+        nas_ip             TEXT NOT NULL,
+        session_id         TEXT NOT NULL,
+        class              TEXT,
+        user_name          TEXT,
+        user_id            INTEGER,
+        nas_port_id        TEXT,
+        nas_port_type      TEXT,
+        calling_station_id TEXT,
+        called_station_id  TEXT,
+        framed_ip          TEXT,
+        connect_info_start TEXT,
+        start_time         REAL NOT NULL,
+        last_update        REAL NOT NULL,
+        stop_time          REAL,
+        terminate_cause    TEXT,
+        close_reason       TEXT,
+        input_octets       INTEGER NOT NULL DEFAULT 0,
+        output_octets      INTEGER NOT NULL DEFAULT 0,
+        input_packets      INTEGER NOT NULL DEFAULT 0,
+        output_packets     INTEGER NOT NULL DEFAULT 0,
+        session_time       INTEGER NOT NULL DEFAULT 0,
+        interim_interval   INTEGER,
+        start_seen         INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_open ON sessions (nas_key) WHERE stop_time IS NULL;
+    CREATE INDEX sessions_user_history ON sessions (user_id, start_time);
+    CREATE INDEX sessions_stop_time ON sessions (stop_time) WHERE stop_time IS NOT NULL;
+    CREATE TABLE users (
+        user_id      INTEGER PRIMARY KEY,
+        username     TEXT UNIQUE,
+        reseller_id  INTEGER,
+        max_sessions INTEGER
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+UPSERT_SESSION = (
+    f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in SESSION_COLUMNS)}) "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in SESSION_COLUMNS[1:])
+)
+
+UPSERT_USER = (
+    "INSERT INTO users (user_id, username, reseller_id, max_sessions) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (user_id) DO UPDATE SET username = excluded.username, "
+    "reseller_id = excluded.reseller_id, max_sessions = excluded.max_sessions"
+)
+
+
+class SchemaTooNew(sqlite3.DatabaseError):
+    """The database was written by a newer radtrack."""
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to SCHEMA_VERSION; returns the version found before."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"database schema version {version} is newer than this radtrack's {SCHEMA_VERSION}"
+        )
+    for target in range(version, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[target].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return int(version)

@@ -1,0 +1,239 @@
+"""The single writer: owns the SQLite write connection and commits in groups.
+
+Callers ``submit`` session rows and a completion callback; the writer task takes everything queued
+since the last commit into one transaction (group commit), commits, and only then calls the
+callbacks with ``True`` (DESIGN.md invariant 1: no ack before the write is durable). When a commit
+fails (disk full, read-only, locked) the callbacks get ``False`` (no reply goes out, the NAS
+retransmits), the rows stay queued, and the writer retries with backoff until the disk recovers,
+so the memory index and SQLite converge again (invariant 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from radtrack.errors import StoreError
+from radtrack.store.schema import UPSERT_SESSION, migrate
+
+logger = logging.getLogger(__name__)
+
+Done = Callable[[bool], None]
+Row = tuple[object, ...]
+
+
+def _prepare(path: Path, synchronous: str, busy_timeout: float) -> None:
+    """Create or migrate the database (blocking; run in a thread)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        migrate(conn)
+    finally:
+        conn.close()
+
+
+class WriterStats:
+    """Counters the writer keeps for metrics and the status line."""
+
+    __slots__ = ("commits", "rows", "failures", "last_batch", "last_commit_seconds", "last_progress")
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self.rows = 0
+        self.failures = 0
+        self.last_batch = 0
+        self.last_commit_seconds = 0.0
+        self.last_progress = time.monotonic()
+
+
+class Writer:
+    """One aiosqlite connection, one task, group commits."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        max_batch: int = 10_000,
+        busy_timeout: float = 1.0,
+        retry_delay: float = 0.2,
+        max_retry_delay: float = 2.0,
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.max_batch = max_batch
+        self.busy_timeout = busy_timeout
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self.stats = WriterStats()
+        self.healthy = True
+        self._conn: aiosqlite.Connection | None = None
+        self._rows: dict[object, Row] = {}
+        self._statements: list[tuple[str, Sequence[Any], asyncio.Future[None]]] = []
+        self._callbacks: list[Done] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def open(self) -> None:
+        await asyncio.to_thread(_prepare, self.path, self.synchronous, self.busy_timeout)
+        conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
+        try:
+            await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # checkpoints run on their own connection (checkpoint()), not inside a commit
+            await conn.execute("PRAGMA wal_autocheckpoint = 0")
+            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="radtrack-writer")
+
+    # -- submitting ---------------------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        """Callbacks waiting for a commit (the packets in flight)."""
+        return len(self._callbacks)
+
+    def submit(self, rows: Sequence[Row], done: Done | None = None) -> None:
+        """Queue session rows (newest snapshot of a session wins) and a completion callback that
+        runs after the commit that holds them (or any later one)."""
+        if self._closing:
+            raise StoreError("the writer is closed")
+        for row in rows:
+            self._rows[row[0]] = row
+        if done is not None:
+            self._callbacks.append(done)
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement in the next group commit; returns once committed.
+        Raises StoreError if that commit fails (the statement is not retried)."""
+        if self._closing:
+            raise StoreError("the writer is closed")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._statements.append((sql, params, future))
+        self._idle.clear()
+        self._wakeup.set()
+        await future
+
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is committed (or failed)."""
+        await self._idle.wait()
+
+    # -- the task -------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        delay = self.retry_delay
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not (self._rows or self._callbacks or self._statements):
+                self._idle.set()
+                if self._closing:
+                    return
+                continue
+            rows, self._rows = self._rows, {}
+            callbacks, self._callbacks = self._callbacks, []
+            statements, self._statements = self._statements, []
+            if len(rows) > self.max_batch:
+                # commit the oldest max_batch rows now, the rest in the next round
+                keep = list(rows.items())
+                rows = dict(keep[: self.max_batch])
+                for key, row in keep[self.max_batch :]:
+                    self._rows.setdefault(key, row)
+            ok = await self._commit(list(rows.values()), statements)
+            for done in callbacks:
+                done(ok)
+            if ok:
+                delay = self.retry_delay
+                self.healthy = True
+            else:
+                # keep the rows (a newer snapshot queued meanwhile wins) and retry after a pause
+                for key, row in rows.items():
+                    self._rows.setdefault(key, row)
+                self.healthy = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_retry_delay)
+            self._wakeup.set()
+
+    async def _commit(
+        self, rows: list[Row], statements: list[tuple[str, Sequence[Any], asyncio.Future[None]]]
+    ) -> bool:
+        conn = self._conn
+        assert conn is not None
+        started = time.monotonic()
+        try:
+            if rows or statements:
+                await conn.execute("BEGIN IMMEDIATE")
+                if rows:
+                    await conn.executemany(UPSERT_SESSION, rows)
+                for sql, params, _ in statements:
+                    await conn.execute(sql, params)
+                await conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.stats.failures += 1
+            logger.error(
+                "event=commit_failed rows=%d error=%r (no replies sent; retrying)", len(rows), str(exc)
+            )
+            try:
+                await conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # no transaction left to roll back
+            error = StoreError(f"commit failed: {exc}")
+            for _, _, future in statements:
+                if not future.done():
+                    future.set_exception(error)
+            return False
+        for _, _, future in statements:
+            if not future.done():
+                future.set_result(None)
+        elapsed = time.monotonic() - started
+        stats = self.stats
+        stats.commits += 1
+        stats.rows += len(rows)
+        stats.last_batch = len(rows)
+        stats.last_commit_seconds = elapsed
+        stats.last_progress = time.monotonic()
+        return True
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Commit what is queued, stop the task, close the connection. Idempotent.
+
+        After ``timeout`` seconds (a disk that keeps failing) the task is cancelled and what is
+        still queued is lost; it was never acknowledged, so the NASes retransmit it later.
+        """
+        self._closing = True
+        if self._task is not None:
+            task, self._task = self._task, None
+            self._wakeup.set()
+            try:
+                await asyncio.wait_for(task, timeout)
+            except TimeoutError:
+                logger.error("event=writer_abandoned queued_rows=%d", len(self._rows))
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+
+async def checkpoint(path: Path) -> None:
+    """A PASSIVE WAL checkpoint on a connection of its own, off the writer's commit path."""
+
+    def run() -> None:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=0.1)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+    await asyncio.to_thread(run)
