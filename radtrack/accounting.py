@@ -168,7 +168,9 @@ class Accountant:
             session.stop_time = request.event_time
             session.terminate_cause = NAS_REBOOT
             session.close_reason = reason
-            session.session_time = max(session.session_time, int(request.event_time - session.start_time))
+            session.session_time = max(
+                session.session_time, int(request.event_time - session.start_time)
+            )
             self.index.close(session)
             changes.append(SessionChange(ChangeKind.STOPPED, session))
         return changes

@@ -216,7 +216,9 @@ def parse_endpoint(text: str, path: str) -> Endpoint:
     """``host:port`` or ``[v6]:port``."""
     match = re.fullmatch(r"\[([0-9A-Fa-f:.%a-zA-Z]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
     if match is None:
-        raise ConfigError(path, f"{text!r} is not host:port", 'e.g. "127.0.0.1:1813" or "[::1]:1813"')
+        raise ConfigError(
+            path, f"{text!r} is not host:port", 'e.g. "127.0.0.1:1813" or "[::1]:1813"'
+        )
     host = match.group(1) or match.group(3)
     port = int(match.group(2) or match.group(4))
     if port > 65535:
@@ -225,7 +227,9 @@ def parse_endpoint(text: str, path: str) -> Endpoint:
         ipaddress.ip_address(host)
     except ValueError:
         if host != "localhost":
-            raise ConfigError(path, f"{host!r} is not an IP address", "use a literal address") from None
+            raise ConfigError(
+                path, f"{host!r} is not an IP address", "use a literal address"
+            ) from None
     return Endpoint(host, port)
 
 
@@ -283,9 +287,7 @@ def _radius(t: _Table) -> RadiusSettings:
         dedup_ttl=float(t.positive("dedup_ttl", float, d.dedup_ttl)),
         dedup_capacity=t.positive("dedup_capacity", int, d.dedup_capacity),
         dictionary=Path(dictionary) if dictionary else None,
-        disconnect_timeout=float(
-            t.positive("disconnect_timeout", float, d.disconnect_timeout)
-        ),
+        disconnect_timeout=float(t.positive("disconnect_timeout", float, d.disconnect_timeout)),
         disconnect_attempts=t.positive("disconnect_attempts", int, d.disconnect_attempts),
     )
     t.done()
@@ -295,9 +297,13 @@ def _radius(t: _Table) -> RadiusSettings:
 def _sessions(t: _Table) -> SessionSettings:
     d = SessionSettings()
     s = SessionSettings(
-        default_interim_interval=t.positive("default_interim_interval", int, d.default_interim_interval),
+        default_interim_interval=t.positive(
+            "default_interim_interval", int, d.default_interim_interval
+        ),
         stale_multiple=float(t.positive("stale_multiple", float, d.stale_multiple)),
-        stale_check_interval=float(t.positive("stale_check_interval", float, d.stale_check_interval)),
+        stale_check_interval=float(
+            t.positive("stale_check_interval", float, d.stale_check_interval)
+        ),
         closed_cache=t.positive("closed_cache", int, d.closed_cache, zero=True),
     )
     t.done()
@@ -311,12 +317,16 @@ def _users(t: _Table) -> UserSettings:
         try:
             compiled = re.compile(pattern)
         except re.error as exc:
-            raise ConfigError(t.key("pattern"), f"is not a valid regular expression: {exc}") from None
+            raise ConfigError(
+                t.key("pattern"), f"is not a valid regular expression: {exc}"
+            ) from None
         if compiled.groups > 1:
             raise ConfigError(t.key("pattern"), "has more than one group", "capture only the id")
     attribute = t.get("pattern_attribute", str, d.pattern_attribute)
     if attribute not in ("User-Name", "Class"):
-        raise ConfigError(t.key("pattern_attribute"), f"{attribute!r} is not supported", '"User-Name" or "Class"')
+        raise ConfigError(
+            t.key("pattern_attribute"), f"{attribute!r} is not supported", '"User-Name" or "Class"'
+        )
     s = UserSettings(
         numeric_user_names=t.get("numeric_user_names", bool, d.numeric_user_names),
         pattern=pattern,
@@ -334,7 +344,11 @@ def _store(t: _Table, base: Path | None) -> StoreSettings:
         path = base / path
     sync = t.get("synchronous", str, d.synchronous).upper()
     if sync not in SYNCHRONOUS:
-        raise ConfigError(t.key("synchronous"), f"{sync!r} is not a SQLite synchronous mode", "FULL (survives power loss) or NORMAL")
+        raise ConfigError(
+            t.key("synchronous"),
+            f"{sync!r} is not a SQLite synchronous mode",
+            "FULL (survives power loss) or NORMAL",
+        )
     s = StoreSettings(
         path=path,
         synchronous=sync,
@@ -354,25 +368,37 @@ def _api(t: _Table) -> ApiSettings:
     for tok in t.tables("tokens"):
         name = tok.require("name", str, 'name the token for the logs, e.g. name = "ops"')
         if name in names:
-            raise ConfigError(tok.key("name"), f"{name!r} is used by two tokens", "names are unique")
+            raise ConfigError(
+                tok.key("name"), f"{name!r} is used by two tokens", "names are unique"
+            )
         names.add(name)
         digest = tok.require("sha256", str, "`radtrack token create` prints it")
         if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
-            raise ConfigError(tok.key("sha256"), "is not 64 hex digits", "the hex SHA-256 of the token, from `radtrack token create`")
+            raise ConfigError(
+                tok.key("sha256"),
+                "is not 64 hex digits",
+                "the hex SHA-256 of the token, from `radtrack token create`",
+            )
         scopes = tok.require("scopes", list, 'scopes = ["admin"] or ["reseller"] with reseller_id')
         for i, scope in enumerate(scopes):
             if scope not in SCOPES:
-                raise ConfigError(f"{tok.key('scopes')}[{i}]", f"{scope!r} is not a scope", "admin or reseller")
+                raise ConfigError(
+                    f"{tok.key('scopes')}[{i}]", f"{scope!r} is not a scope", "admin or reseller"
+                )
         if not scopes:
             raise ConfigError(tok.key("scopes"), "is empty", '"admin" or "reseller"')
         reseller_id = tok.get("reseller_id", int, None)
         if "reseller" in scopes and reseller_id is None:
-            raise ConfigError(tok.key("reseller_id"), "is required with scope reseller", "reseller_id = N")
+            raise ConfigError(
+                tok.key("reseller_id"), "is required with scope reseller", "reseller_id = N"
+            )
         tokens.append(TokenSettings(name, bytes.fromhex(digest), tuple(scopes), reseller_id))
         tok.done()
     digests = [tok.sha256 for tok in tokens]
     if len(set(digests)) != len(digests):
-        raise ConfigError(t.key("tokens"), "two tokens have the same sha256", "create one token per consumer")
+        raise ConfigError(
+            t.key("tokens"), "two tokens have the same sha256", "create one token per consumer"
+        )
     s = ApiSettings(
         listen=listen,
         tokens=tuple(tokens),
@@ -392,7 +418,9 @@ def _daemon(t: _Table) -> DaemonSettings:
     d = DaemonSettings()
     level = t.get("log_level", str, d.log_level).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(t.key("log_level"), f"{level!r} is not a log level", "DEBUG, INFO, WARNING or ERROR")
+        raise ConfigError(
+            t.key("log_level"), f"{level!r} is not a log level", "DEBUG, INFO, WARNING or ERROR"
+        )
     s = DaemonSettings(
         shutdown_timeout=float(t.positive("shutdown_timeout", float, d.shutdown_timeout)),
         log_level=level,
@@ -424,7 +452,9 @@ def load(path: str | Path) -> Settings:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(str(path), f"cannot be read: {exc.strerror}", "check the --config path") from None
+        raise ConfigError(
+            str(path), f"cannot be read: {exc.strerror}", "check the --config path"
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError(str(path), "is not UTF-8 text") from None
     try:

@@ -124,7 +124,7 @@ class Daemon:
         logger.info(
             "event=started udp=%s http=%s sessions_online=%d recovered=%d database=%s",
             ",".join(f"{h}:{p}" for h, p in (lst.address for lst in self.listeners)),
-            "%s:%d" % self.http_address if self.http_address else "off",
+            f"{self.http_address[0]}:{self.http_address[1]}" if self.http_address else "off",
             len(self.index),
             self.recovered_sessions,
             settings.store.path,

@@ -35,13 +35,5 @@ class MalformedPacket(RadtrackError):
     """A datagram is not a well-formed RADIUS packet (RFC 2865 §3, §5)."""
 
 
-class BadAuthenticator(RadtrackError):
-    """The Request Authenticator or Message-Authenticator does not verify with the NAS's secret."""
-
-
-class UnknownClient(RadtrackError):
-    """A datagram came from an address that matches no configured NAS."""
-
-
 class StoreError(RadtrackError):
-    """A database write failed (disk full, read-only, locked); nothing of the batch is acknowledged."""
+    """A database write failed (disk full, read-only, locked); nothing of it is acknowledged."""

@@ -155,7 +155,9 @@ class AccountingService:
                 listener.send(cached, addr)  # type: ignore[arg-type]
             return
         if not codec.verify_request(
-            packet, client.secret, require_message_authenticator=client.require_message_authenticator
+            packet,
+            client.secret,
+            require_message_authenticator=client.require_message_authenticator,
         ):
             self._drop("bad_authenticator", peer, client.name)
             return
@@ -166,7 +168,9 @@ class AccountingService:
                 self._drop("not_ready", peer)
                 return
             stats.status_server += 1
-            listener.send(codec.encode_reply(packet, client.secret, message_authenticator=True), addr)
+            listener.send(
+                codec.encode_reply(packet, client.secret, message_authenticator=True), addr
+            )
             return
         if self.writer.queued >= self.settings.queue_size:
             self._drop("queue_full", peer)  # unanswered: the NAS retransmits later

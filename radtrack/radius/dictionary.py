@@ -26,7 +26,10 @@ REQUIRED = (
 def default_path() -> Path:
     """The shipped dictionary: inside the installed wheel, else the source checkout's."""
     here = Path(__file__).resolve().parent.parent  # radtrack/
-    for candidate in (here / "dictionaries" / "dictionary", here.parent / "dictionaries" / "dictionary"):
+    for candidate in (
+        here / "dictionaries" / "dictionary",
+        here.parent / "dictionaries" / "dictionary",
+    ):
         if candidate.is_file():
             return candidate
     raise DictionaryError("the shipped dictionaries are missing (radtrack/dictionaries/dictionary)")

@@ -43,7 +43,14 @@ def _prepare(path: Path, synchronous: str, busy_timeout: float) -> None:
 class WriterStats:
     """Counters the writer keeps for metrics and the status line."""
 
-    __slots__ = ("commits", "rows", "failures", "last_batch", "last_commit_seconds", "last_progress")
+    __slots__ = (
+        "commits",
+        "rows",
+        "failures",
+        "last_batch",
+        "last_commit_seconds",
+        "last_progress",
+    )
 
     def __init__(self) -> None:
         self.commits = 0
@@ -184,7 +191,9 @@ class Writer:
         except sqlite3.Error as exc:
             self.stats.failures += 1
             logger.error(
-                "event=commit_failed rows=%d error=%r (no replies sent; retrying)", len(rows), str(exc)
+                "event=commit_failed rows=%d error=%r (no replies sent; retrying)",
+                len(rows),
+                str(exc),
             )
             try:
                 await conn.execute("ROLLBACK")

@@ -1,0 +1,178 @@
+"""Shared fixtures: a real daemon on loopback (port 0), a temp database, RADIUS clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from pyrad.client import Client, Timeout
+from pyrad.dictionary import Dictionary
+from pyrad.packet import AcctPacket
+
+from radtrack import config
+from radtrack.daemon import Daemon
+from radtrack.radius.dictionary import load as load_dictionary
+
+SECRET = "test-secret-0123456789"
+ADMIN_TOKEN = "admin-token-for-tests"
+RESELLER_TOKEN = "reseller-1-token-for-tests"
+RESELLER2_TOKEN = "reseller-2-token-for-tests"
+
+
+def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> config.Settings:
+    """Settings for a test daemon: loopback, port 0, a database in tmp_path. ``sections``
+    override or add keys per TOML table (``radius={"queue_size": 2}``)."""
+    data: dict[str, Any] = {
+        "radius": {
+            "listen": ["127.0.0.1:0"],
+            "clients": [{"name": "nas-local", "address": "127.0.0.1", "secret": SECRET}],
+        },
+        "store": {"path": str(tmp_path / "radtrack.db")},
+        "api": {
+            "listen": "127.0.0.1:0",
+            "tokens": [
+                {
+                    "name": "admin",
+                    "sha256": config.token_digest(ADMIN_TOKEN).hex(),
+                    "scopes": ["admin"],
+                },
+                {
+                    "name": "reseller-1",
+                    "sha256": config.token_digest(RESELLER_TOKEN).hex(),
+                    "scopes": ["reseller"],
+                    "reseller_id": 1,
+                },
+                {
+                    "name": "reseller-2",
+                    "sha256": config.token_digest(RESELLER2_TOKEN).hex(),
+                    "scopes": ["reseller"],
+                    "reseller_id": 2,
+                },
+            ],
+        },
+        "daemon": {"shutdown_timeout": 5.0},
+    }
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    return config.parse(data)
+
+
+@pytest.fixture(scope="session")
+def dictionary() -> Dictionary:
+    return load_dictionary()
+
+
+@pytest_asyncio.fixture
+async def daemon_factory(
+    tmp_path: Path,
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start daemons (in this event loop) and stop every one of them at the end."""
+    started: list[Daemon] = []
+
+    async def start(settings: config.Settings | None = None, **sections: Any) -> Daemon:
+        daemon = Daemon(settings or make_settings(tmp_path, **sections))
+        await daemon.start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        await daemon.stop()
+
+
+@pytest_asyncio.fixture
+async def daemon(daemon_factory: Callable[..., Any]) -> Daemon:
+    return await daemon_factory()  # type: ignore[no-any-return]
+
+
+def udp_port(daemon: Daemon) -> int:
+    return daemon.listeners[0].address[1]
+
+
+def acct_packet(dictionary: Dictionary, secret: str = SECRET, **attributes: Any) -> AcctPacket:
+    """An Accounting-Request built by pyrad (attribute names with '_' for '-')."""
+    packet = AcctPacket(dict=dictionary, secret=secret.encode())
+    for name, value in attributes.items():
+        packet[name.replace("_", "-")] = value
+    return packet
+
+
+async def send_pyrad(
+    port: int,
+    packet: AcctPacket,
+    *,
+    dictionary: Dictionary,
+    secret: str = SECRET,
+    timeout: float = 2.0,
+    retries: int = 1,
+) -> AcctPacket | None:
+    """Send with pyrad's own client (in a thread: it blocks); None when nothing answered."""
+
+    def run() -> AcctPacket | None:
+        client = Client(
+            server="127.0.0.1",
+            acctport=port,
+            secret=secret.encode(),
+            dict=dictionary,
+            retries=retries,
+            timeout=timeout,
+        )
+        try:
+            return client.SendPacket(packet)  # type: ignore[no-any-return]
+        except Timeout:
+            return None
+        finally:
+            client._CloseSocket()
+
+    return await asyncio.to_thread(run)
+
+
+async def send_raw(
+    port: int, data: bytes, *, timeout: float = 0.5, source: str = "127.0.0.1"
+) -> bytes | None:
+    """One datagram out, the first datagram back (or None after ``timeout``)."""
+
+    def run() -> bytes | None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((source, 0))
+            sock.settimeout(timeout)
+            sock.sendto(data, ("127.0.0.1", port))
+            with contextlib.suppress(TimeoutError):
+                return sock.recv(65535)
+            return None
+
+    return await asyncio.to_thread(run)
+
+
+async def radclient(
+    port: int,
+    text: str,
+    *,
+    command: str = "acct",
+    secret: str = SECRET,
+    extra: tuple[str, ...] = (),
+) -> tuple[int, str]:
+    """Run FreeRADIUS's radclient with ``text`` as its attribute list; (exit code, output)."""
+    proc = await asyncio.create_subprocess_exec(
+        "radclient",
+        "-x",
+        "-r",
+        "1",
+        "-t",
+        "2",
+        *extra,
+        f"127.0.0.1:{port}",
+        command,
+        secret,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate(text.encode())
+    return proc.returncode or 0, out.decode(errors="replace")
