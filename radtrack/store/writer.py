@@ -86,6 +86,7 @@ class Writer:
         self._rows: dict[object, Row] = {}
         self._statements: list[tuple[str, Sequence[Any], asyncio.Future[None]]] = []
         self._callbacks: list[Done] = []
+        self._committing = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -109,8 +110,8 @@ class Writer:
     # -- submitting ---------------------------------------------------------------------------
     @property
     def queued(self) -> int:
-        """Callbacks waiting for a commit (the packets in flight)."""
-        return len(self._callbacks)
+        """Packets in flight: waiting for a commit or inside the one running now."""
+        return len(self._callbacks) + self._committing
 
     def submit(self, rows: Sequence[Row], done: Done | None = None) -> None:
         """Queue session rows (newest snapshot of a session wins) and a completion callback that
@@ -159,7 +160,11 @@ class Writer:
                 rows = dict(keep[: self.max_batch])
                 for key, row in keep[self.max_batch :]:
                     self._rows.setdefault(key, row)
-            ok = await self._commit(list(rows.values()), statements)
+            self._committing = len(callbacks)
+            try:
+                ok = await self._commit(list(rows.values()), statements)
+            finally:
+                self._committing = 0
             for done in callbacks:
                 done(ok)
             if ok:
