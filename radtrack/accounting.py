@@ -124,7 +124,7 @@ class Accountant:
         session.last_update = request.event_time
         _merge_attributes(session, request)
         _take_counters(session, request)
-        return [SessionChange(ChangeKind.UPDATED, session)]
+        return [SessionChange(ChangeKind.UPDATED, session, counters_only=True)]
 
     def _stop(self, request: AccountingRequest) -> list[SessionChange]:
         # RFC 2866 §5.1: Stop ends the session and carries the final counters and cause

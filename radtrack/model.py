@@ -314,3 +314,6 @@ class SessionChange:
 
     kind: ChangeKind
     session: Session
+    # only counters, last_update and late-known attributes changed (an Interim-Update): the
+    # writer can update fewer columns and no index
+    counters_only: bool = False

@@ -205,23 +205,21 @@ class AccountingService:
             if changes:
                 self._publish(changes)
 
-        self.writer.submit([change.session.row() for change in changes], done)
+        self.writer.submit(changes, done)
 
     def expire(self) -> int:
         """Close stale sessions (the timer calls this); returns how many were closed."""
         changes = self.accountant.expire(self.clock())
         if changes:
+            logger.info("event=sessions_stale count=%d", len(changes))
             for change in changes:
-                logger.info(
+                logger.debug(
                     "event=session_stale id=%s nas=%s session_id=%s",
                     change.session.id,
                     change.session.nas_name,
                     change.session.session_id,
                 )
-            self.writer.submit(
-                [change.session.row() for change in changes],
-                lambda ok: self._publish(changes) if ok else None,
-            )
+            self.writer.submit(changes, lambda ok: self._publish(changes) if ok else None)
         return len(changes)
 
     def _publish(self, changes: Sequence[SessionChange]) -> None:

@@ -62,6 +62,29 @@ UPSERT_SESSION = (
     + ", ".join(f"{c} = excluded.{c}" for c in SESSION_COLUMNS[1:])
 )
 
+# An Interim-Update changes no indexed column: updating only these keeps every index untouched
+# (a full upsert rewrites three index entries per row; docs/performance.md)
+COUNTER_COLUMNS = (
+    "last_update",
+    "input_octets",
+    "output_octets",
+    "input_packets",
+    "output_packets",
+    "session_time",
+    "nas_port_id",
+    "nas_port_type",
+    "calling_station_id",
+    "called_station_id",
+    "framed_ip",
+    "interim_interval",
+)
+
+UPSERT_COUNTERS = (
+    f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in SESSION_COLUMNS)}) "
+    "ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in COUNTER_COLUMNS)
+)
+
 UPSERT_USER = (
     "INSERT INTO users (user_id, username, reseller_id, max_sessions) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (user_id) DO UPDATE SET username = excluded.username, "

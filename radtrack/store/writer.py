@@ -21,12 +21,15 @@ from typing import Any
 import aiosqlite
 
 from radtrack.errors import StoreError
-from radtrack.store.schema import UPSERT_SESSION, migrate
+from radtrack.model import SessionChange
+from radtrack.store.schema import UPSERT_COUNTERS, UPSERT_SESSION, migrate
 
 logger = logging.getLogger(__name__)
 
 Done = Callable[[bool], None]
 Row = tuple[object, ...]
+# a snapshot of a session and whether every column must be written (else counters only)
+Pending = tuple[Row, bool]
 
 
 def _prepare(path: Path, synchronous: str, busy_timeout: float) -> None:
@@ -83,7 +86,7 @@ class Writer:
         self.stats = WriterStats()
         self.healthy = True
         self._conn: aiosqlite.Connection | None = None
-        self._rows: dict[object, Row] = {}
+        self._rows: dict[object, Pending] = {}
         self._statements: list[tuple[str, Sequence[Any], asyncio.Future[None]]] = []
         self._callbacks: list[Done] = []
         self._committing = 0
@@ -98,6 +101,8 @@ class Writer:
         conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
         try:
             await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # interims update rows all over the table: keep its pages in memory (64 MiB)
+            await conn.execute("PRAGMA cache_size = -65536")
             # checkpoints run on their own connection (checkpoint()), not inside a commit
             await conn.execute("PRAGMA wal_autocheckpoint = 0")
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
@@ -113,13 +118,19 @@ class Writer:
         """Packets in flight: waiting for a commit or inside the one running now."""
         return len(self._callbacks) + self._committing
 
-    def submit(self, rows: Sequence[Row], done: Done | None = None) -> None:
-        """Queue session rows (newest snapshot of a session wins) and a completion callback that
-        runs after the commit that holds them (or any later one)."""
+    def submit(self, changes: Sequence[SessionChange], done: Done | None = None) -> None:
+        """Queue snapshots of the changed sessions (the newest snapshot of a session wins) and a
+        completion callback that runs after the commit that holds them (or a later one)."""
         if self._closing:
             raise StoreError("the writer is closed")
-        for row in rows:
-            self._rows[row[0]] = row
+        pending = self._rows
+        for change in changes:
+            key = change.session.id
+            full = not change.counters_only
+            if not full:
+                queued = pending.get(key)
+                full = queued is not None and queued[1]
+            pending[key] = (change.session.row(), full)
         if done is not None:
             self._callbacks.append(done)
         self._idle.clear()
@@ -155,14 +166,17 @@ class Writer:
             callbacks, self._callbacks = self._callbacks, []
             statements, self._statements = self._statements, []
             if len(rows) > self.max_batch:
-                # commit the oldest max_batch rows now, the rest in the next round
+                # commit the oldest max_batch rows now and the rest in the next round; the
+                # callbacks wait for that round, since some of their rows are in it
                 keep = list(rows.items())
                 rows = dict(keep[: self.max_batch])
-                for key, row in keep[self.max_batch :]:
-                    self._rows.setdefault(key, row)
+                for key, pending in keep[self.max_batch :]:
+                    self._rows.setdefault(key, pending)
+                self._callbacks[:0] = callbacks
+                callbacks = []
             self._committing = len(callbacks)
             try:
-                ok = await self._commit(list(rows.values()), statements)
+                ok = await self._commit(rows, statements)
             finally:
                 self._committing = 0
             for done in callbacks:
@@ -172,15 +186,21 @@ class Writer:
                 self.healthy = True
             else:
                 # keep the rows (a newer snapshot queued meanwhile wins) and retry after a pause
-                for key, row in rows.items():
-                    self._rows.setdefault(key, row)
+                for key, pending in rows.items():
+                    newer = self._rows.get(key)
+                    if newer is None:
+                        self._rows[key] = pending
+                    elif pending[1] and not newer[1]:
+                        self._rows[key] = (newer[0], True)
                 self.healthy = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_retry_delay)
             self._wakeup.set()
 
     async def _commit(
-        self, rows: list[Row], statements: list[tuple[str, Sequence[Any], asyncio.Future[None]]]
+        self,
+        rows: dict[object, Pending],
+        statements: list[tuple[str, Sequence[Any], asyncio.Future[None]]],
     ) -> bool:
         conn = self._conn
         assert conn is not None
@@ -188,8 +208,12 @@ class Writer:
         try:
             if rows or statements:
                 await conn.execute("BEGIN IMMEDIATE")
-                if rows:
-                    await conn.executemany(UPSERT_SESSION, rows)
+                full = [row for row, whole in rows.values() if whole]
+                counters = [row for row, whole in rows.values() if not whole]
+                if full:
+                    await conn.executemany(UPSERT_SESSION, full)
+                if counters:
+                    await conn.executemany(UPSERT_COUNTERS, counters)
                 for sql, params, _ in statements:
                     await conn.execute(sql, params)
                 await conn.execute("COMMIT")
