@@ -14,15 +14,17 @@ import logging
 import signal
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from radtrack import config as config_mod
 from radtrack.accounting import Accountant
 from radtrack.config import Settings
-from radtrack.errors import RadtrackError, StoreError
+from radtrack.errors import ConfigError, RadtrackError, StoreError
 from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import User
 from radtrack.radius import dictionary as dictionary_mod
+from radtrack.sdnotify import Notifier, watchdog_interval
 from radtrack.service import AccountingService
 from radtrack.store import recovery
 from radtrack.store.schema import UPSERT_USER
@@ -41,8 +43,9 @@ class StartupError(RadtrackError):
 class Daemon:
     """The whole process: UDP intake, the writer, the live state and the HTTP API."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
         self.settings = settings
+        self.notifier = notifier or Notifier("")
         self.index = SessionIndex(settings.sessions.closed_cache)
         self.users = UserDirectory(
             numeric_user_names=settings.users.numeric_user_names,
@@ -64,6 +67,7 @@ class Daemon:
         self.service: AccountingService | None = None
         self.listeners: list[UdpListener] = []
         self.http_server: object | None = None
+        self.app: object | None = None
         self.http_address: tuple[str, int] | None = None
         self._http_socket: socket.socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -120,7 +124,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._expire_loop(), name="radtrack-expire"))
         self._tasks.append(loop.create_task(self._checkpoint_loop(), name="radtrack-checkpoint"))
+        self._tasks.append(loop.create_task(self._notify_loop(), name="radtrack-notify"))
         self.started = True
+        self.notifier.notify("READY=1", self.status_line())
         logger.info(
             "event=started udp=%s http=%s sessions_online=%d recovered=%d database=%s",
             ",".join(f"{h}:{p}" for h, p in (lst.address for lst in self.listeners)),
@@ -192,6 +198,7 @@ class Daemon:
         from radtrack.api.server import EmbeddedServer
 
         app = create_app(self, self.settings.api, http_ready=lambda: self.started)
+        self.app = app
         server = EmbeddedServer(app)
         await server.start(sock)
         self.http_server = server
@@ -214,6 +221,76 @@ class Daemon:
             except Exception as exc:  # a busy or failing disk: the next round tries again
                 logger.debug("event=checkpoint_failed error=%s", exc)
 
+    def reload(self) -> bool:
+        """Re-read the config file (SIGHUP): NAS clients, secrets and API tokens change live;
+        settings that need a restart are reported; a bad file is rejected and the old kept."""
+        source = self.settings.source
+        if source is None:
+            logger.error("event=reload_rejected error=%r", "no config file to re-read")
+            return False
+        try:
+            new = config_mod.load(source)
+        except ConfigError as exc:
+            logger.error("event=reload_rejected error=%r (the running config is kept)", str(exc))
+            return False
+        old = self.settings
+        fixed = {
+            "radius.listen": (old.radius.listen, new.radius.listen),
+            "radius.receive_buffer": (old.radius.receive_buffer, new.radius.receive_buffer),
+            "store": (old.store, new.store),
+            "api.listen": (old.api.listen, new.api.listen),
+            "api limits": (
+                replace(old.api, tokens=()),
+                replace(new.api, tokens=()),
+            ),
+            "sessions": (old.sessions, new.sessions),
+            "users": (old.users, new.users),
+            "daemon": (old.daemon, new.daemon),
+        }
+        for key, (before, after) in fixed.items():
+            if before != after:
+                logger.warning("event=reload_needs_restart key=%s (the running value is kept)", key)
+        radius = replace(
+            new.radius, listen=old.radius.listen, receive_buffer=old.radius.receive_buffer
+        )
+        self.settings = replace(old, radius=radius, api=replace(old.api, tokens=new.api.tokens))
+        if self.service is not None:
+            self.service.reconfigure(radius)
+        if self.app is not None:
+            from radtrack.api.auth import TokenVerifier
+
+            self.app.tokens = TokenVerifier(new.api.tokens)  # type: ignore[attr-defined]
+        for warning in new.warnings():
+            logger.warning("event=config_warning %s", warning)
+        logger.info("event=reloaded clients=%d tokens=%d", len(radius.clients), len(new.api.tokens))
+        self.notifier.notify("READY=1", self.status_line())
+        return True
+
+    def status_line(self) -> str:
+        stats = self.service.stats if self.service is not None else None
+        return (
+            f"STATUS=online={len(self.index)} acknowledged={stats.acknowledged if stats else 0}"
+            f" database={'ok' if self.writer.healthy else 'failing'}"
+        )
+
+    async def _notify_loop(self) -> None:
+        """STATUS= every few seconds; WATCHDOG=1 only while the loop runs (this task is
+        scheduled at all) and no commit hangs (the writer makes progress)."""
+        watchdog = watchdog_interval()
+        period = min(watchdog, 5.0) if watchdog else 5.0
+        last_acked = 0
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            acked = self.service.stats.acknowledged if self.service else 0
+            rate = (acked - last_acked) / max(now - last, 1e-6)
+            last_acked, last = acked, now
+            fields = [f"{self.status_line()} packets_per_second={rate:.0f}"]
+            if watchdog and not self.writer.stuck(2 * watchdog):
+                fields.append("WATCHDOG=1")
+            self.notifier.notify(*fields)
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -227,6 +304,7 @@ class Daemon:
             return
         self._stopped = True
         self.started = False
+        self.notifier.notify("STOPPING=1")
         timeout = self.settings.daemon.shutdown_timeout
         deadline = time.monotonic() + timeout
         for listener in self.listeners:
@@ -255,7 +333,8 @@ class Daemon:
 
 async def run(settings: Settings) -> int:
     """Run the daemon until SIGTERM/SIGINT; a second signal forces exit. Returns an exit code."""
-    daemon = Daemon(settings)
+    notifier = Notifier()
+    daemon = Daemon(settings, notifier)
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -270,14 +349,22 @@ async def run(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+
+    def on_reload() -> None:
+        notifier.notify("RELOADING=1")
+        daemon.reload()
+
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
     try:
         await daemon.start()
     except (StartupError, StoreError) as exc:
         logger.error("event=startup_failed error=%r", str(exc))
         await daemon.stop()
+        notifier.close()
         return 1
     await daemon.wait()
     await daemon.stop()
+    notifier.close()
     return 0
 
 

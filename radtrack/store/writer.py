@@ -53,6 +53,7 @@ class WriterStats:
         "last_batch",
         "last_commit_seconds",
         "last_progress",
+        "commit_started",
     )
 
     def __init__(self) -> None:
@@ -62,6 +63,7 @@ class WriterStats:
         self.last_batch = 0
         self.last_commit_seconds = 0.0
         self.last_progress = time.monotonic()
+        self.commit_started: float | None = None  # monotonic time the running commit began
 
 
 class Writer:
@@ -147,6 +149,11 @@ class Writer:
         self._wakeup.set()
         await future
 
+    def stuck(self, limit: float) -> bool:
+        """A commit has been running for longer than ``limit`` seconds (a hung disk)."""
+        started = self.stats.commit_started
+        return started is not None and time.monotonic() - started > limit
+
     async def flush(self) -> None:
         """Wait until everything submitted so far is committed (or failed)."""
         await self._idle.wait()
@@ -205,6 +212,7 @@ class Writer:
         conn = self._conn
         assert conn is not None
         started = time.monotonic()
+        self.stats.commit_started = started
         try:
             if rows or statements:
                 await conn.execute("BEGIN IMMEDIATE")
@@ -228,6 +236,7 @@ class Writer:
                 await conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass  # no transaction left to roll back
+            self.stats.commit_started = None
             error = StoreError(f"commit failed: {exc}")
             for _, _, future in statements:
                 if not future.done():
@@ -238,6 +247,7 @@ class Writer:
                 future.set_result(None)
         elapsed = time.monotonic() - started
         stats = self.stats
+        stats.commit_started = None
         stats.commits += 1
         stats.rows += len(rows)
         stats.last_batch = len(rows)
