@@ -84,10 +84,13 @@ class Daemon:
         }
 
     async def upsert_users(self, users: list[User]) -> None:
-        for user in users:
-            await self.writer.execute(
-                UPSERT_USER, (user.user_id, user.username, user.reseller_id, user.max_sessions)
+        # one transaction; shielded so a cancelled HTTP request cannot half-apply it
+        await asyncio.shield(
+            self.writer.executemany(
+                UPSERT_USER,
+                [(u.user_id, u.username, u.reseller_id, u.max_sessions) for u in users],
             )
+        )
         for user in users:
             self.users.upsert(user)
         names = {user.username for user in users if user.username is not None}

@@ -89,7 +89,7 @@ class Writer:
         self.healthy = True
         self._conn: aiosqlite.Connection | None = None
         self._rows: dict[object, Pending] = {}
-        self._statements: list[tuple[str, Sequence[Any], asyncio.Future[None]]] = []
+        self._statements: list[tuple[str, Sequence[Sequence[Any]], asyncio.Future[None]]] = []
         self._callbacks: list[Done] = []
         self._committing = 0
         self._wakeup = asyncio.Event()
@@ -141,6 +141,10 @@ class Writer:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run one statement in the next group commit; returns once committed.
         Raises StoreError if that commit fails (the statement is not retried)."""
+        await self.executemany(sql, [params])
+
+    async def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+        """Run a statement for every parameter set, all in the next group commit."""
         if self._closing:
             raise StoreError("the writer is closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -207,7 +211,7 @@ class Writer:
     async def _commit(
         self,
         rows: dict[object, Pending],
-        statements: list[tuple[str, Sequence[Any], asyncio.Future[None]]],
+        statements: list[tuple[str, Sequence[Sequence[Any]], asyncio.Future[None]]],
     ) -> bool:
         conn = self._conn
         assert conn is not None
@@ -223,7 +227,7 @@ class Writer:
                 if counters:
                     await conn.executemany(UPSERT_COUNTERS, counters)
                 for sql, params, _ in statements:
-                    await conn.execute(sql, params)
+                    await conn.executemany(sql, params)
                 await conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self.stats.failures += 1

@@ -1,0 +1,196 @@
+"""The ASGI app: POST /graphql, GET /healthz, GET /readyz, and nothing else.
+
+A hand-written dispatcher (no framework): three routes do not need one, and every refusal is
+decided from the headers before the body is read, so oversized or unauthenticated requests cost
+almost nothing. Refusals are JSON in the GraphQL error shape, with ``extensions.code``:
+
+====  ======================  ==================================================================
+405   BAD_REQUEST             not POST (GET queries are off; GET serves the explorer when on)
+415   BAD_REQUEST             Content-Type is not application/json (multipart, form, ...)
+413   PAYLOAD_TOO_LARGE       body over api.max_body_bytes (Content-Length, or counted as read)
+401   UNAUTHENTICATED         no bearer token, or one that is not configured
+400   BAD_REQUEST             not JSON, a batch (array), no query, bad variables/operationName
+====  ======================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from radtrack.api import explorer
+from radtrack.api.auth import TokenVerifier
+from radtrack.api.backend import Backend
+from radtrack.api.documents import DocumentCache
+from radtrack.api.errors import INTERNAL_MESSAGE, ErrorCode, error_body
+from radtrack.api.handler import GraphQLHandler
+from radtrack.api.limits import BodyTooLarge, Receive, is_json, read_body
+from radtrack.api.resolvers import build_schema
+from radtrack.config import ApiSettings
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Headers = Iterable[tuple[bytes, bytes]]
+
+GRAPHQL_PATH = "/graphql"
+CLOSE = ((b"connection", b"close"),)
+
+
+class GraphQLApp:
+    """The API as an ASGI 3 application; ``documents`` exposes the document cache counters."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        settings: ApiSettings,
+        http_ready: Callable[[], bool] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.http_ready = http_ready
+        self.tokens = TokenVerifier(settings.tokens)
+        self.handler = GraphQLHandler(build_schema(), backend, settings)
+
+    @property
+    def documents(self) -> DocumentCache:
+        return self.handler.documents
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return  # the server runs with ws="none"
+        path: str = scope["path"]
+        try:
+            if path == GRAPHQL_PATH:
+                await self._graphql(scope, receive, send)
+            elif path == "/healthz":
+                await self._health(scope, send, {"status": "ok"}, ok=True)
+            elif path == "/readyz":
+                checks = dict(self.backend.readiness())
+                checks["http"] = self.http_ready() if self.http_ready is not None else True
+                await self._health(scope, send, checks, ok=all(checks.values()))
+            else:
+                await send_json(send, 404, error_body(ErrorCode.NOT_FOUND, "Not found"))
+        except Exception:
+            logger.exception("API request to %s failed", path)
+            body = error_body(ErrorCode.INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE)
+            with contextlib.suppress(Exception):  # the response may have started already
+                await send_json(send, 500, body, CLOSE)
+
+    async def _graphql(self, scope: Scope, receive: Receive, send: Send) -> None:
+        settings = self.settings
+        headers = _headers(scope["headers"])
+        if scope["method"] != "POST":
+            if settings.explorer and scope["method"] == "GET" and _wants_html(headers):
+                await _send(send, 200, explorer.HEADERS, explorer.PAGE)
+                return
+            allow = b"GET, POST" if settings.explorer else b"POST"
+            message = "Send GraphQL requests as POST with a JSON body"
+            await send_json(
+                send, 405, error_body(ErrorCode.BAD_REQUEST, message), [(b"allow", allow)]
+            )
+            return
+        if not is_json(headers.get(b"content-type")):
+            message = "Content-Type must be application/json"
+            await send_json(send, 415, error_body(ErrorCode.BAD_REQUEST, message))
+            return
+        too_large = error_body(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"The body exceeds {settings.max_body_bytes} bytes"
+        )
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit():  # the HTTP parser refuses these first; to be sure
+                bad = error_body(ErrorCode.BAD_REQUEST, "Invalid Content-Length")
+                await send_json(send, 400, bad, CLOSE)
+                return
+            if len(length) > 18 or int(length) > settings.max_body_bytes:
+                await send_json(send, 413, too_large, CLOSE)
+                return
+        principal = self.tokens.authenticate(headers.get(b"authorization"))
+        if principal is None:
+            logger.debug("API request without a valid token from %s", scope.get("client"))
+            body = error_body(ErrorCode.UNAUTHENTICATED, "A valid bearer token is required")
+            await send_json(send, 401, body, [(b"www-authenticate", b"Bearer")])
+            return
+        try:
+            request_body = await read_body(receive, settings.max_body_bytes)
+        except BodyTooLarge:
+            await send_json(send, 413, too_large, CLOSE)
+            return
+        if request_body is None:
+            return  # the client went away
+        status, payload = await self.handler.handle(request_body, principal)
+        await send_json(send, status, payload)
+
+    async def _health(self, scope: Scope, send: Send, body: dict[str, Any], *, ok: bool) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            message = "Use GET"
+            await send_json(
+                send, 405, error_body(ErrorCode.BAD_REQUEST, message), [(b"allow", b"GET")]
+            )
+            return
+        await send_json(send, 200 if ok else 503, body)
+
+
+def create_app(
+    backend: Backend,
+    settings: ApiSettings,
+    *,
+    http_ready: Callable[[], bool] | None = None,
+) -> GraphQLApp:
+    """The ASGI app of the API; ``http_ready`` adds the "http" entry of /readyz (default: up)."""
+    return GraphQLApp(backend, settings, http_ready)
+
+
+async def send_json(
+    send: Send, status: int, payload: dict[str, Any], headers: Headers = ()
+) -> None:
+    # ensure_ascii: session strings may hold surrogate escapes, which UTF-8 cannot encode
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    await _send(send, status, [(b"content-type", b"application/json"), *headers], body)
+
+
+async def _send(send: Send, status: int, headers: Headers, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *headers,
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                (b"x-content-type-options", b"nosniff"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _headers(raw: Headers) -> dict[bytes, bytes]:
+    """The first value of each header (ASGI names are lower-case already)."""
+    out: dict[bytes, bytes] = {}
+    for name, value in raw:
+        out.setdefault(name, value)
+    return out
+
+
+def _wants_html(headers: dict[bytes, bytes]) -> bool:
+    return b"text/html" in headers.get(b"accept", b"")
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Only when a server runs us with lifespan on (EmbeddedServer turns it off)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,63 @@
+"""Bearer tokens and what each may see.
+
+Tokens are configured as SHA-256 digests (api.tokens); a presented token is hashed and compared
+with every configured digest in constant time, without stopping at a match. Tokens are never
+logged, and neither are digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from radtrack.config import TokenSettings
+from radtrack.index import UserDirectory
+
+ADMIN = "admin"
+RESELLER = "reseller"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking: the name of the token (for logs) and what it may see."""
+
+    name: str
+    scopes: frozenset[str]
+    reseller_id: int | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN in self.scopes
+
+    def may_see(self, user_id: int, users: UserDirectory) -> bool:
+        """Admin sees every user; a reseller only the users it owns in the users table."""
+        if self.is_admin:
+            return True
+        if RESELLER in self.scopes and self.reseller_id is not None:
+            return users.reseller_of(user_id) == self.reseller_id
+        return False
+
+
+class TokenVerifier:
+    """Maps an Authorization header to a Principal, or None when the token is not configured."""
+
+    def __init__(self, tokens: Iterable[TokenSettings]) -> None:
+        self._entries = tuple(
+            (t.sha256, Principal(t.name, frozenset(t.scopes), t.reseller_id)) for t in tokens
+        )
+
+    def authenticate(self, authorization: bytes | None) -> Principal | None:
+        if not authorization:
+            return None
+        scheme, _, token = authorization.strip().partition(b" ")
+        token = token.strip()
+        if scheme.lower() != b"bearer" or not token:
+            return None
+        digest = hashlib.sha256(token).digest()
+        found: Principal | None = None
+        for expected, principal in self._entries:  # every digest, no early exit
+            if hmac.compare_digest(digest, expected):
+                found = principal
+        return found

@@ -1,0 +1,32 @@
+"""What the API needs from the daemon: the live state to read and the users table to write.
+
+The daemon implements Backend; tests use an in-memory fake. Resolvers read ``index`` and
+``users`` only (never SQLite), so a GraphQL read never waits on ingest.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from radtrack.index import SessionIndex, UserDirectory
+from radtrack.model import User
+
+
+class Backend(Protocol):
+    @property
+    def index(self) -> SessionIndex:
+        """The memory index of online sessions (read only for the API)."""
+        ...
+
+    @property
+    def users(self) -> UserDirectory:
+        """User ids to owning resellers (read only for the API; written by upsert_users)."""
+        ...
+
+    async def upsert_users(self, users: list[User]) -> None:
+        """Write users durably, then update ``users``; raises StoreError when the write fails."""
+        ...
+
+    def readiness(self) -> dict[str, bool]:
+        """Readiness of each part, e.g. {"udp": True, "database": True}; /readyz adds "http"."""
+        ...
