@@ -22,6 +22,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 WEAK_SECRET_LENGTH = 16
 SCOPES = ("admin", "reseller")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+LIMIT_POLICIES = ("off", "disconnect-oldest", "disconnect-newest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class UserSettings:
     pattern: str | None = None
     pattern_attribute: str = "User-Name"
     default_max_sessions: int = 0  # 0: no limit
+    limit_policy: str = "off"  # or "disconnect-oldest" / "disconnect-newest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,8 @@ class StoreSettings:
     synchronous: str = "FULL"
     max_batch: int = 10_000
     busy_timeout: float = 1.0
+    retention_days: int = 0  # closed sessions older than this are pruned; 0 keeps them all
+    history_page_max: int = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,9 +336,17 @@ def _users(t: _Table) -> UserSettings:
         pattern=pattern,
         pattern_attribute=attribute,
         default_max_sessions=t.positive("default_max_sessions", int, 0, zero=True),
+        limit_policy=_choice(t, "limit_policy", LIMIT_POLICIES, d.limit_policy),
     )
     t.done()
     return s
+
+
+def _choice(t: _Table, name: str, choices: tuple[str, ...], default: str) -> str:
+    value: str = t.get(name, str, default)
+    if value not in choices:
+        raise ConfigError(t.key(name), f"{value!r} is not one of {', '.join(choices)}")
+    return value
 
 
 def _store(t: _Table, base: Path | None) -> StoreSettings:
@@ -354,6 +366,8 @@ def _store(t: _Table, base: Path | None) -> StoreSettings:
         synchronous=sync,
         max_batch=t.positive("max_batch", int, d.max_batch),
         busy_timeout=float(t.positive("busy_timeout", float, d.busy_timeout)),
+        retention_days=t.positive("retention_days", int, d.retention_days, zero=True),
+        history_page_max=t.positive("history_page_max", int, d.history_page_max),
     )
     t.done()
     return s

@@ -22,11 +22,13 @@ from radtrack.accounting import Accountant
 from radtrack.config import Settings
 from radtrack.errors import ConfigError, RadtrackError, StoreError
 from radtrack.index import SessionIndex, UserDirectory
-from radtrack.model import User
+from radtrack.model import ChangeKind, Session, SessionChange, User
 from radtrack.radius import dictionary as dictionary_mod
+from radtrack.radius.disconnect import DisconnectClient, DisconnectResult
 from radtrack.sdnotify import Notifier, watchdog_interval
 from radtrack.service import AccountingService
 from radtrack.store import recovery
+from radtrack.store.history import PRUNE, HistoryReader
 from radtrack.store.schema import UPSERT_USER
 from radtrack.store.writer import Writer, checkpoint
 from radtrack.transport import UdpListener, bind_udp
@@ -64,6 +66,9 @@ class Daemon:
             max_batch=settings.store.max_batch,
             busy_timeout=settings.store.busy_timeout,
         )
+        self.history = HistoryReader(settings.store.path)
+        self.disconnector: DisconnectClient | None = None
+        self._actions: set[asyncio.Task[object]] = set()
         self.service: AccountingService | None = None
         self.listeners: list[UdpListener] = []
         self.http_server: object | None = None
@@ -101,6 +106,117 @@ class Daemon:
                         session, self.users.resolve(session.user_name, session.class_hex)
                     )
 
+    # -- session control (issue #6) -------------------------------------------------------------
+    def device_limit(self, user_id: int) -> int:
+        """The most sessions a user may have online; 0 means no limit."""
+        user = self.users.get(user_id)
+        if user is not None and user.max_sessions:
+            return user.max_sessions
+        return self.settings.users.default_max_sessions
+
+    async def disconnect(self, session: Session, *, requested_by: str) -> DisconnectResult:
+        """Send a Disconnect-Request for an online session to its NAS (RFC 5176) and report
+        the result; after an ACK the session is marked disconnecting until its Stop arrives."""
+        assert self.disconnector is not None
+        client = next((c for c in self.settings.radius.clients if c.name == session.nas_name), None)
+        if client is None:
+            raise LookupError(f"the NAS {session.nas_name!r} is no longer configured")
+        result = await self.disconnector.disconnect(session, client, event_time=int(time.time()))
+        if session.online:
+            session.disconnecting = result.status == "ACK"
+        logger.info(
+            "event=disconnect by=%s session=%s user=%s nas=%s result=%s error_cause=%s",
+            requested_by,
+            session.id,
+            session.user_id,
+            session.nas_name,
+            result.status,
+            result.error_cause,
+        )
+        return result
+
+    @property
+    def history_page_max(self) -> int:
+        return self.settings.store.history_page_max
+
+    async def session_history(
+        self,
+        user_id: int,
+        *,
+        since: float | None,
+        until: float | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[Session], str | None]:
+        return await self.history.page(
+            user_id, since=since, until=until, limit=limit, cursor=cursor
+        )
+
+    def _enforce_limits(self, changes: object) -> None:
+        """After a committed Start: a user over its device limit is reported, and with a
+        limit_policy its oldest (or newest) sessions get a Disconnect-Request."""
+        policy = self.settings.users.limit_policy
+        seen: set[int] = set()
+        for change in changes:  # type: ignore[attr-defined]
+            assert isinstance(change, SessionChange)
+            user_id = change.session.user_id
+            if change.kind is not ChangeKind.STARTED or user_id is None or user_id in seen:
+                continue
+            seen.add(user_id)
+            limit = self.device_limit(user_id)
+            if not limit:
+                continue
+            online = [s for s in self.index.for_user(user_id) if not s.disconnecting]
+            excess = len(online) - limit
+            if excess <= 0:
+                continue
+            logger.info(
+                "event=device_limit_exceeded user=%s online=%d limit=%d policy=%s",
+                user_id,
+                len(online),
+                limit,
+                policy,
+            )
+            if policy == "off":
+                continue
+            victims = online[:excess] if policy == "disconnect-oldest" else online[-excess:]
+            for victim in victims:
+                victim.disconnecting = True  # counted as leaving: no second request for it
+                task = asyncio.get_running_loop().create_task(
+                    self.disconnect(victim, requested_by=f"limit-policy:{policy}")
+                )
+                self._actions.add(task)  # type: ignore[arg-type]
+                task.add_done_callback(self._action_done)
+
+    def _action_done(self, task: asyncio.Task[DisconnectResult]) -> None:
+        self._actions.discard(task)  # type: ignore[arg-type]
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("event=limit_disconnect_failed error=%r", str(task.exception()))
+
+    async def prune_history(self, now: float | None = None) -> int:
+        """Delete closed sessions older than store.retention_days; returns how many."""
+        days = self.settings.store.retention_days
+        if not days:
+            return 0
+        before = (time.time() if now is None else now) - days * 86_400
+        total = 0
+        while True:
+            changed = await self.writer.execute(PRUNE, (before,))
+            total += changed
+            if changed < 5_000:
+                break
+        if total:
+            logger.info("event=history_pruned rows=%d retention_days=%d", total, days)
+        return total
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await self.prune_history()
+            except StoreError as exc:
+                logger.warning("event=prune_failed error=%r", str(exc))
+            await asyncio.sleep(3600)
+
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         settings = self.settings
@@ -118,6 +234,10 @@ class Daemon:
                 self._http_socket.close()
             raise
         self.service = AccountingService(settings.radius, dictionary, self.accountant, self.writer)
+        self.service.subscribers.append(self._enforce_limits)
+        self.disconnector = DisconnectClient(
+            dictionary, settings.radius.disconnect_timeout, settings.radius.disconnect_attempts
+        )
         for sock in sockets:
             listener = UdpListener(sock, self.service.on_datagram)
             listener.start()
@@ -128,6 +248,8 @@ class Daemon:
         self._tasks.append(loop.create_task(self._expire_loop(), name="radtrack-expire"))
         self._tasks.append(loop.create_task(self._checkpoint_loop(), name="radtrack-checkpoint"))
         self._tasks.append(loop.create_task(self._notify_loop(), name="radtrack-notify"))
+        if settings.store.retention_days:
+            self._tasks.append(loop.create_task(self._retention_loop(), name="radtrack-retention"))
         self.started = True
         self.notifier.notify("READY=1", self.status_line())
         logger.info(
@@ -183,6 +305,7 @@ class Daemon:
             return list(recovery.load_sessions(path, closed_limit)), recovery.load_users(path)
 
         sessions, users = await asyncio.to_thread(load)
+        await self.history.open()
         for user in users:
             self.users.upsert(user)
         for session in sessions:
@@ -330,6 +453,9 @@ class Daemon:
             self.http_server = None
         elif self._http_socket is not None:
             self._http_socket.close()
+        for action in list(self._actions):
+            action.cancel()
+        await self.history.close()
         await self.writer.close(max(0.1, deadline - time.monotonic()))
         logger.info("event=stopped")
 

@@ -26,6 +26,7 @@ from radtrack.config import ApiSettings, TokenSettings, token_digest
 from radtrack.errors import StoreError
 from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import Session, User
+from tests.httpclient import Reply, http, parse_reply
 
 ADMIN = "admin-token-0123456789abcdef"
 RESELLER_1 = "reseller-one-token-0123456789"
@@ -151,53 +152,6 @@ async def running(
 async def api() -> AsyncIterator[Api]:
     async with running() as running_api:
         yield running_api
-
-
-# -- a tiny HTTP/1.1 client (httpx is not a dependency) ----------------------------------------
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def codes(self) -> list[str]:
-        return [e["extensions"]["code"] for e in self.json()["errors"]]
-
-
-async def http(
-    port: int,
-    method: str,
-    path: str,
-    body: bytes = b"",
-    headers: list[tuple[str, str]] | None = None,
-    *,
-    length: bool = True,
-) -> Reply:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
-        if length and (body or method == "POST"):
-            head.append(f"Content-Length: {len(body)}")
-        head += [f"{name}: {value}" for name, value in headers or []]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-        await writer.drain()
-        raw = await reader.read()
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-    return parse_reply(raw)
-
-
-def parse_reply(raw: bytes) -> Reply:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    fields = dict(line.split(": ", 1) for line in lines)
-    return Reply(int(status_line.split()[1]), {k.lower(): v for k, v in fields.items()}, body)
 
 
 async def post(

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from radtrack.index import SessionIndex, UserDirectory
-from radtrack.model import User
+from radtrack.model import Session, User
+from radtrack.radius.disconnect import DisconnectResult
 
 
 class Backend(Protocol):
@@ -29,4 +30,29 @@ class Backend(Protocol):
 
     def readiness(self) -> dict[str, bool]:
         """Readiness of each part, e.g. {"udp": True, "database": True}; /readyz adds "http"."""
+        ...
+
+    def device_limit(self, user_id: int) -> int:
+        """The most sessions the user may have online; 0 means no limit."""
+        ...
+
+    async def disconnect(self, session: Session, *, requested_by: str) -> DisconnectResult:
+        """Send a Disconnect-Request to the session's NAS; LookupError if it cannot be sent."""
+        ...
+
+    @property
+    def history_page_max(self) -> int:
+        """The largest page sessionHistory may return."""
+        ...
+
+    async def session_history(
+        self,
+        user_id: int,
+        *,
+        since: float | None,
+        until: float | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[Session], str | None]:
+        """A page of the user's stored sessions, newest first, and the next page's cursor."""
         ...

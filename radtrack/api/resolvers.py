@@ -67,7 +67,20 @@ def parse_long(value: Any) -> int:
     return value
 
 
-datetime_scalar = ScalarType("DateTime", serializer=serialize_datetime)
+def parse_datetime(value: Any) -> float:
+    """ "2024-01-15T10:30:00Z" (an explicit offset is required) -> POSIX seconds."""
+    if not isinstance(value, str):
+        raise ValueError("DateTime must be an ISO 8601 string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("DateTime must look like 2024-01-15T10:30:00Z") from None
+    if parsed.tzinfo is None:
+        raise ValueError("DateTime needs a time zone, e.g. a Z suffix")
+    return parsed.timestamp()
+
+
+datetime_scalar = ScalarType("DateTime", serializer=serialize_datetime, value_parser=parse_datetime)
 long_scalar = ScalarType("Long", serializer=serialize_long, value_parser=parse_long)
 
 
@@ -193,12 +206,15 @@ for _field, _name in SESSION_FIELDS.items():
 
 def build_schema() -> GraphQLSchema:
     """The executable schema (schema first: schema.graphql is the source of truth)."""
+    from radtrack.api import control  # registers its fields on query and mutation
+
     type_defs = load_schema_from_path(SCHEMA_PATH)
     return make_executable_schema(
         type_defs,
         query,
         mutation,
         session_type,
+        control.history_session_type,
         datetime_scalar,
         long_scalar,
         convert_names_case=True,

@@ -89,7 +89,7 @@ class Writer:
         self.healthy = True
         self._conn: aiosqlite.Connection | None = None
         self._rows: dict[object, Pending] = {}
-        self._statements: list[tuple[str, Sequence[Sequence[Any]], asyncio.Future[None]]] = []
+        self._statements: list[tuple[str, Sequence[Sequence[Any]], asyncio.Future[int]]] = []
         self._callbacks: list[Done] = []
         self._committing = 0
         self._wakeup = asyncio.Event()
@@ -138,20 +138,20 @@ class Writer:
         self._idle.clear()
         self._wakeup.set()
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Run one statement in the next group commit; returns once committed.
-        Raises StoreError if that commit fails (the statement is not retried)."""
-        await self.executemany(sql, [params])
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement in the next group commit; returns the rows it changed, once
+        committed. Raises StoreError if that commit fails (the statement is not retried)."""
+        return await self.executemany(sql, [params])
 
-    async def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+    async def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> int:
         """Run a statement for every parameter set, all in the next group commit."""
         if self._closing:
             raise StoreError("the writer is closed")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._statements.append((sql, params, future))
         self._idle.clear()
         self._wakeup.set()
-        await future
+        return await future
 
     def stuck(self, limit: float) -> bool:
         """A commit has been running for longer than ``limit`` seconds (a hung disk)."""
@@ -211,12 +211,13 @@ class Writer:
     async def _commit(
         self,
         rows: dict[object, Pending],
-        statements: list[tuple[str, Sequence[Sequence[Any]], asyncio.Future[None]]],
+        statements: list[tuple[str, Sequence[Sequence[Any]], asyncio.Future[int]]],
     ) -> bool:
         conn = self._conn
         assert conn is not None
         started = time.monotonic()
         self.stats.commit_started = started
+        counts: list[int] = []
         try:
             if rows or statements:
                 await conn.execute("BEGIN IMMEDIATE")
@@ -227,7 +228,8 @@ class Writer:
                 if counters:
                     await conn.executemany(UPSERT_COUNTERS, counters)
                 for sql, params, _ in statements:
-                    await conn.executemany(sql, params)
+                    cursor = await conn.executemany(sql, params)
+                    counts.append(cursor.rowcount)
                 await conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self.stats.failures += 1
@@ -246,9 +248,9 @@ class Writer:
                 if not future.done():
                     future.set_exception(error)
             return False
-        for _, _, future in statements:
+        for (_, _, future), count in zip(statements, counts, strict=True):
             if not future.done():
-                future.set_result(None)
+                future.set_result(count)
         elapsed = time.monotonic() - started
         stats = self.stats
         stats.commit_started = None
