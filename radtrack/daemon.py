@@ -14,6 +14,7 @@ import logging
 import signal
 import socket
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -69,6 +70,7 @@ class Daemon:
         self.history = HistoryReader(settings.store.path)
         self.disconnector: DisconnectClient | None = None
         self._actions: set[asyncio.Task[object]] = set()
+        self.disconnect_results: Counter[str] = Counter()
         self.service: AccountingService | None = None
         self.listeners: list[UdpListener] = []
         self.http_server: object | None = None
@@ -122,6 +124,7 @@ class Daemon:
         if client is None:
             raise LookupError(f"the NAS {session.nas_name!r} is no longer configured")
         result = await self.disconnector.disconnect(session, client, event_time=int(time.time()))
+        self.disconnect_results[result.status] += 1
         if session.online:
             session.disconnecting = result.status == "ACK"
         logger.info(
@@ -322,8 +325,14 @@ class Daemon:
     async def _start_http(self, sock: socket.socket) -> None:
         from radtrack.api.app import create_app
         from radtrack.api.server import EmbeddedServer
+        from radtrack.metrics import renderer
 
-        app = create_app(self, self.settings.api, http_ready=lambda: self.started)
+        app = create_app(
+            self,
+            self.settings.api,
+            http_ready=lambda: self.started,
+            metrics=renderer(self),  # type: ignore[arg-type]
+        )
         self.app = app
         server = EmbeddedServer(app)
         await server.start(sock)

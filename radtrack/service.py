@@ -5,6 +5,7 @@ never blocks; the writer's thread does the disk work.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import logging
 import time
@@ -72,10 +73,15 @@ class ClientTable:
         return None
 
 
+# Upper bounds (seconds) of the acknowledgement latency histogram (radtrack_ack_latency_seconds)
+ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
 class Stats:
     """Counters for metrics, the status line and tests."""
 
     def __init__(self) -> None:
+        self.ack_buckets = [0] * (len(ACK_BUCKETS) + 1)  # the last one is +Inf
         self.received = 0
         self.accepted = 0  # verified and handed to the accounting core
         self.acknowledged = 0
@@ -200,6 +206,7 @@ class AccountingService:
             latency = time.monotonic() - received
             stats.acknowledged += 1
             stats.ack_latency_sum += latency
+            stats.ack_buckets[bisect.bisect_left(ACK_BUCKETS, latency)] += 1
             if latency > stats.ack_latency_max:
                 stats.ack_latency_max = latency
             if changes:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -39,6 +40,7 @@ Headers = Iterable[tuple[bytes, bytes]]
 
 GRAPHQL_PATH = "/graphql"
 CLOSE = ((b"connection", b"close"),)
+METRICS_HEADERS = ((b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),)
 
 
 class GraphQLApp:
@@ -49,12 +51,16 @@ class GraphQLApp:
         backend: Backend,
         settings: ApiSettings,
         http_ready: Callable[[], bool] | None = None,
+        metrics: Callable[[], bytes] | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings
         self.http_ready = http_ready
         self.tokens = TokenVerifier(settings.tokens)
         self.handler = GraphQLHandler(build_schema(), backend, settings)
+        self.metrics = metrics
+        self.requests = 0  # POST /graphql requests answered
+        self.errors: Counter[str] = Counter()  # their errors, by extensions.code
 
     @property
     def documents(self) -> DocumentCache:
@@ -70,6 +76,8 @@ class GraphQLApp:
         try:
             if path == GRAPHQL_PATH:
                 await self._graphql(scope, receive, send)
+            elif path == "/metrics" and self.metrics is not None:
+                await _send(send, 200, METRICS_HEADERS, self.metrics())
             elif path == "/healthz":
                 await self._health(scope, send, {"status": "ok"}, ok=True)
             elif path == "/readyz":
@@ -99,7 +107,7 @@ class GraphQLApp:
             return
         if not is_json(headers.get(b"content-type")):
             message = "Content-Type must be application/json"
-            await send_json(send, 415, error_body(ErrorCode.BAD_REQUEST, message))
+            await self._respond(send, 415, error_body(ErrorCode.BAD_REQUEST, message))
             return
         too_large = error_body(
             ErrorCode.PAYLOAD_TOO_LARGE, f"The body exceeds {settings.max_body_bytes} bytes"
@@ -108,26 +116,34 @@ class GraphQLApp:
         if length is not None:
             if not length.isdigit():  # the HTTP parser refuses these first; to be sure
                 bad = error_body(ErrorCode.BAD_REQUEST, "Invalid Content-Length")
-                await send_json(send, 400, bad, CLOSE)
+                await self._respond(send, 400, bad, CLOSE)
                 return
             if len(length) > 18 or int(length) > settings.max_body_bytes:
-                await send_json(send, 413, too_large, CLOSE)
+                await self._respond(send, 413, too_large, CLOSE)
                 return
         principal = self.tokens.authenticate(headers.get(b"authorization"))
         if principal is None:
             logger.debug("API request without a valid token from %s", scope.get("client"))
             body = error_body(ErrorCode.UNAUTHENTICATED, "A valid bearer token is required")
-            await send_json(send, 401, body, [(b"www-authenticate", b"Bearer")])
+            await self._respond(send, 401, body, [(b"www-authenticate", b"Bearer")])
             return
         try:
             request_body = await read_body(receive, settings.max_body_bytes)
         except BodyTooLarge:
-            await send_json(send, 413, too_large, CLOSE)
+            await self._respond(send, 413, too_large, CLOSE)
             return
         if request_body is None:
             return  # the client went away
         status, payload = await self.handler.handle(request_body, principal)
-        await send_json(send, status, payload)
+        await self._respond(send, status, payload)
+
+    async def _respond(
+        self, send: Send, status: int, payload: dict[str, Any], headers: Headers = ()
+    ) -> None:
+        self.requests += 1
+        for error in payload.get("errors") or ():
+            self.errors[str(error.get("extensions", {}).get("code", "UNKNOWN"))] += 1
+        await send_json(send, status, payload, headers)
 
     async def _health(self, scope: Scope, send: Send, body: dict[str, Any], *, ok: bool) -> None:
         if scope["method"] not in ("GET", "HEAD"):
@@ -144,9 +160,11 @@ def create_app(
     settings: ApiSettings,
     *,
     http_ready: Callable[[], bool] | None = None,
+    metrics: Callable[[], bytes] | None = None,
 ) -> GraphQLApp:
-    """The ASGI app of the API; ``http_ready`` adds the "http" entry of /readyz (default: up)."""
-    return GraphQLApp(backend, settings, http_ready)
+    """The ASGI app of the API; ``http_ready`` adds the "http" entry of /readyz (default: up);
+    ``metrics`` renders GET /metrics (Prometheus text format)."""
+    return GraphQLApp(backend, settings, http_ready, metrics)
 
 
 async def send_json(

@@ -11,6 +11,7 @@ so the memory index and SQLite converge again (invariant 3).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import sqlite3
 import time
@@ -27,6 +28,8 @@ from radtrack.store.schema import UPSERT_COUNTERS, UPSERT_SESSION, migrate
 logger = logging.getLogger(__name__)
 
 Done = Callable[[bool], None]
+# Upper bounds (seconds) of the commit duration histogram (radtrack_commit_seconds)
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 Row = tuple[object, ...]
 # a snapshot of a session and whether every column must be written (else counters only)
 Pending = tuple[Row, bool]
@@ -54,6 +57,8 @@ class WriterStats:
         "last_commit_seconds",
         "last_progress",
         "commit_started",
+        "commit_buckets",
+        "commit_seconds_sum",
     )
 
     def __init__(self) -> None:
@@ -64,6 +69,8 @@ class WriterStats:
         self.last_commit_seconds = 0.0
         self.last_progress = time.monotonic()
         self.commit_started: float | None = None  # monotonic time the running commit began
+        self.commit_buckets = [0] * (len(COMMIT_BUCKETS) + 1)
+        self.commit_seconds_sum = 0.0
 
 
 class Writer:
@@ -258,6 +265,8 @@ class Writer:
         stats.rows += len(rows)
         stats.last_batch = len(rows)
         stats.last_commit_seconds = elapsed
+        stats.commit_seconds_sum += elapsed
+        stats.commit_buckets[bisect.bisect_left(COMMIT_BUCKETS, elapsed)] += 1
         stats.last_progress = time.monotonic()
         return True
 
