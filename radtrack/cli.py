@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import secrets
 import sys
@@ -38,6 +39,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for warning in settings.warnings():
         _err(f"radtrack: warning: {warning}")
     from radtrack.daemon import run
+
+    # The writer's SQLite thread needs the GIL between its statements; with the default 5 ms
+    # switch interval a busy event loop makes every commit wait (docs/performance.md).
+    sys.setswitchinterval(0.0005)
+    # A million long-lived sessions make every full garbage collection slow: collect young
+    # objects less often; start-up freezes what recovery loaded (Daemon.start).
+    gc.set_threshold(50_000, 20, 100)
 
     try:
         import uvloop

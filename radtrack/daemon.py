@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -314,6 +315,7 @@ class Daemon:
         for session in sessions:
             self.accountant.restore(session)  # type: ignore[arg-type]
         self.recovered_sessions = len(self.index)
+        gc.freeze()  # recovered sessions live long: keep them out of every collection
         logger.info(
             "event=recovered sessions_online=%d closed_kept=%d users=%d seconds=%.2f",
             len(self.index),

@@ -169,7 +169,9 @@ def encode_reply(
 ) -> bytes:
     """A reply to ``request``: its Proxy-State attributes copied in order (RFC 2865 §5.33),
     the Response Authenticator over the request's authenticator (RFC 2866 §3), and optionally a
-    Message-Authenticator computed with the request's authenticator (RFC 5997 §3).
+    Message-Authenticator: computed with the request's authenticator in a reply to Status-Server
+    (RFC 5997 §3), with 16 zero octets in a reply to an Accounting-Request (as FreeRADIUS and
+    pyrad compute and check it).
     """
     attrs = b"".join(
         bytes((PROXY_STATE, len(value) + 2)) + value for value in request.all(PROXY_STATE)
@@ -177,9 +179,8 @@ def encode_reply(
     if message_authenticator:
         length = 20 + 18 + len(attrs)
         head = struct.pack("!BBH", code, request.identifier, length)
-        mac = hmac.new(
-            secret, head + request.authenticator + b"\x50\x12" + ZERO_AUTH + attrs, "md5"
-        ).digest()
+        vector = request.authenticator if request.code == STATUS_SERVER else ZERO_AUTH
+        mac = hmac.new(secret, head + vector + b"\x50\x12" + ZERO_AUTH + attrs, "md5").digest()
         attrs = b"\x50\x12" + mac + attrs
     head = struct.pack("!BBH", code, request.identifier, 20 + len(attrs))
     auth = hashlib.md5(head + request.authenticator + attrs + secret).digest()

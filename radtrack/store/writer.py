@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import logging
 import sqlite3
 import time
@@ -23,7 +24,13 @@ import aiosqlite
 
 from radtrack.errors import StoreError
 from radtrack.model import SessionChange
-from radtrack.store.schema import UPSERT_COUNTERS, UPSERT_SESSION, migrate
+from radtrack.store.schema import (
+    COUNTER_INDEXES,
+    UPSERT_CHUNK,
+    migrate,
+    update_counters,
+    upsert_sessions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -228,12 +235,21 @@ class Writer:
         try:
             if rows or statements:
                 await conn.execute("BEGIN IMMEDIATE")
-                full = [row for row, whole in rows.values() if whole]
-                counters = [row for row, whole in rows.values() if not whole]
-                if full:
-                    await conn.executemany(UPSERT_SESSION, full)
-                if counters:
-                    await conn.executemany(UPSERT_COUNTERS, counters)
+                # whole rows first (a session's first write is always whole), then counters
+                whole = [row for row, full in rows.values() if full]
+                for start in range(0, len(whole), UPSERT_CHUNK):
+                    chunk = whole[start : start + UPSERT_CHUNK]
+                    await conn.execute(
+                        upsert_sessions(len(chunk)), list(itertools.chain.from_iterable(chunk))
+                    )
+                counters = [row for row, full in rows.values() if not full]
+                for start in range(0, len(counters), UPSERT_CHUNK):
+                    chunk = counters[start : start + UPSERT_CHUNK]
+                    params: list[object] = []
+                    for row in chunk:
+                        params.append(row[0])
+                        params.extend([row[i] for i in COUNTER_INDEXES])
+                    await conn.execute(update_counters(len(chunk)), params)
                 for sql, params, _ in statements:
                     cursor = await conn.executemany(sql, params)
                     counts.append(cursor.rowcount)
