@@ -11,7 +11,7 @@ state as the clean sequence.
 
 from __future__ import annotations
 
-import heapq
+import bisect
 
 from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import (
@@ -26,6 +26,9 @@ from radtrack.model import (
 
 # Acct-Terminate-Cause recorded for sessions closed by Accounting-On/Off (as FreeRADIUS does)
 NAS_REBOOT = "NAS-Reboot"
+# Accounting-On/Off remembered per NAS, so that late packets of a session the reboot ended
+# do not reopen it (DESIGN.md invariant 2); reboots are rare, the last few are enough
+REBOOTS_KEPT = 8
 
 
 class Accountant:
@@ -48,7 +51,9 @@ class Accountant:
         self.users = users
         self.default_interim_interval = default_interim_interval
         self.stale_multiple = stale_multiple
-        self._deadlines: list[tuple[float, str]] = []
+        self._scan: list[Session] = []  # the pass of expire() under way
+        self._scan_at = 0
+        self._reboots: dict[str, list[tuple[float, CloseReason]]] = {}  # nas_key -> sorted
 
     # -- packets ---------------------------------------------------------------------------
     def handle(self, request: AccountingRequest) -> list[SessionChange]:
@@ -82,6 +87,16 @@ class Accountant:
         _take_counters(session, request)
         return session
 
+    def _merge(self, session: Session, request: AccountingRequest) -> bool:
+        """Fill in what ``request`` knows; True when it brought the session's User-Name."""
+        had_user_name = session.user_name is not None
+        _merge_attributes(session, request)
+        if had_user_name or session.user_name is None:
+            return False
+        # the first packet had no User-Name: map the user now, as if it had
+        self.index.set_user(session, self.users.resolve(session.user_name, session.class_hex))
+        return True
+
     def _start(self, request: AccountingRequest) -> list[SessionChange]:
         # RFC 2866 §5.1: Start marks the beginning of the user's service
         sid, session = self._lookup(request)
@@ -89,15 +104,14 @@ class Accountant:
             session = self._new(sid, request, request.event_time)
             session.start_seen = True
             session.connect_info_start = request.connect_info
-            self._open(session)
-            return [SessionChange(ChangeKind.STARTED, session)]
+            return self._open_unless_rebooted(session)
         if session.start_seen:
             return []  # a duplicate Start: nothing new
         # the Start arrives after an Interim or a Stop of the same session: it knows the start
         session.start_seen = True
         session.start_time = request.event_time
         session.connect_info_start = request.connect_info
-        _merge_attributes(session, request)
+        self._merge(session, request)
         return [SessionChange(ChangeKind.UPDATED, session)]  # never reopens a closed session
 
     def _interim(self, request: AccountingRequest) -> list[SessionChange]:
@@ -106,25 +120,38 @@ class Accountant:
         if session is None:
             # the Start was lost: open the session from what the Interim knows
             session = self._new(sid, request, _start_from(request))
-            self._open(session)
-            return [SessionChange(ChangeKind.STARTED, session)]
+            return self._open_unless_rebooted(session)
         if not _is_newer(session, request):
             return []  # a late or duplicate Interim: keep the newer counters
         if not session.online:
-            if session.close_reason != CloseReason.STALE:
-                return []  # an Interim after the Stop (or a NAS reboot) does not reopen it
+            if session.close_reason == CloseReason.STOP:
+                return []  # an Interim after the Stop does not reopen it
+            reboot = self._reboot_after(session)
+            if session.close_reason != CloseReason.STALE or reboot is not None:
+                # a NAS reboot ended it, and this Interim, sent before the reboot, arrives late:
+                # it brings newer counters but does not reopen the session
+                session_time = session.session_time
+                session.last_update = request.event_time
+                self._merge(session, request)
+                _take_counters(session, request)
+                if reboot is not None:
+                    self._close_by_reboot(session, reboot)
+                else:  # the reboot that closed it is no longer remembered (restarted since)
+                    session.session_time = max(session.session_time, session_time)
+                return [SessionChange(ChangeKind.UPDATED, session)]
             # closed as stale, yet the NAS reports it alive: it was online all along
             session.stop_time = None
             session.close_reason = None
             session.last_update = request.event_time
-            _merge_attributes(session, request)
+            self._merge(session, request)
             _take_counters(session, request)
             self._open(session)
             return [SessionChange(ChangeKind.STARTED, session)]
         session.last_update = request.event_time
-        _merge_attributes(session, request)
+        learned_user = self._merge(session, request)
         _take_counters(session, request)
-        return [SessionChange(ChangeKind.UPDATED, session, counters_only=True)]
+        # a User-Name learned now changes user columns: then the whole row is written
+        return [SessionChange(ChangeKind.UPDATED, session, counters_only=not learned_user)]
 
     def _stop(self, request: AccountingRequest) -> list[SessionChange]:
         # RFC 2866 §5.1: Stop ends the session and carries the final counters and cause
@@ -150,7 +177,7 @@ class Accountant:
         session.last_update = max(session.last_update, request.event_time)
         session.terminate_cause = request.terminate_cause
         session.close_reason = CloseReason.STOP
-        _merge_attributes(session, request)
+        self._merge(session, request)
         _take_counters(session, request)
 
     def _nas_restart(self, request: AccountingRequest) -> list[SessionChange]:
@@ -161,23 +188,49 @@ class Accountant:
             if request.status is StatusType.ACCOUNTING_ON
             else CloseReason.ACCOUNTING_OFF
         )
+        self._remember_reboot(request.nas_key, (request.event_time, reason))
         changes = []
         for session in self.index.online_of_nas(request.nas_key):
             if session.start_time >= request.event_time:
                 continue  # started after the reboot: not affected
-            session.stop_time = request.event_time
-            session.terminate_cause = NAS_REBOOT
-            session.close_reason = reason
-            session.session_time = max(
-                session.session_time, int(request.event_time - session.start_time)
-            )
+            self._close_by_reboot(session, (request.event_time, reason))
             self.index.close(session)
             changes.append(SessionChange(ChangeKind.STOPPED, session))
         return changes
 
+    def _remember_reboot(self, nas_key: str, reboot: tuple[float, CloseReason]) -> None:
+        reboots = self._reboots.setdefault(nas_key, [])
+        if all(at != reboot[0] for at, _ in reboots):
+            bisect.insort(reboots, reboot)
+            del reboots[:-REBOOTS_KEPT]
+
+    def _reboot_after(self, session: Session) -> tuple[float, CloseReason] | None:
+        """The first reboot of the session's NAS after its start, if one is known."""
+        for reboot in self._reboots.get(session.nas_key, ()):
+            if reboot[0] > session.start_time:
+                return reboot
+        return None
+
+    def _close_by_reboot(self, session: Session, reboot: tuple[float, CloseReason]) -> None:
+        at, reason = reboot
+        session.stop_time = at
+        session.terminate_cause = NAS_REBOOT
+        session.close_reason = reason
+        session.session_time = max(session.session_time, int(at - session.start_time))
+
+    def _open_unless_rebooted(self, session: Session) -> list[SessionChange]:
+        """Open a session first seen now, unless its NAS already said it rebooted since the
+        start: then the packets of that session were late, and it is recorded closed."""
+        reboot = self._reboot_after(session)
+        if reboot is None:
+            self._open(session)
+            return [SessionChange(ChangeKind.STARTED, session)]
+        self._close_by_reboot(session, reboot)
+        self.index.remember_closed(session)
+        return [SessionChange(ChangeKind.STOPPED, session)]
+
     def _open(self, session: Session) -> None:
         self.index.add_online(session)
-        heapq.heappush(self._deadlines, (self._deadline(session), session.id))
 
     # -- recovery and timers -------------------------------------------------------------------
     def restore(self, session: Session) -> None:
@@ -186,32 +239,46 @@ class Accountant:
             self._open(session)
         else:
             self.index.remember_closed(session)
+            if session.close_reason in (CloseReason.ACCOUNTING_ON, CloseReason.ACCOUNTING_OFF):
+                # its stop time is a reboot of its NAS: late packets must not reopen sessions
+                at = session.stop_time or session.last_update
+                self._remember_reboot(session.nas_key, (at, CloseReason(session.close_reason)))
 
     def _deadline(self, session: Session) -> float:
         interval = session.interim_interval or self.default_interim_interval
         return session.last_update + interval * self.stale_multiple
 
-    def next_deadline(self) -> float | None:
-        return self._deadlines[0][0] if self._deadlines else None
+    def expire(
+        self, now: float, limit: int = 10_000, budget: int | None = None
+    ) -> list[SessionChange]:
+        """Close sessions with no update for longer than the stale limit, at most ``limit``.
 
-    def expire(self, now: float, limit: int = 10_000) -> list[SessionChange]:
-        """Close sessions with no update for longer than the stale limit; at most ``limit``
-        per call so a long backlog never stalls the event loop."""
+        Without ``budget`` every online session is checked. With it, at most ``budget`` are,
+        continuing where the previous call stopped: the daemon spreads one pass over the
+        stale-check interval, so a million sessions never stall the event loop (and no
+        per-session timer costs memory).
+        """
+        if budget is None:
+            candidates = list(self.index)
+        else:
+            if self._scan_at >= len(self._scan):
+                self._scan = list(self.index)  # a new pass over a snapshot
+                self._scan_at = 0
+            candidates = self._scan[self._scan_at : self._scan_at + budget]
+            self._scan_at += len(candidates)
         changes: list[SessionChange] = []
-        heap = self._deadlines
-        while heap and heap[0][0] <= now and len(changes) < limit:
-            _, sid = heapq.heappop(heap)
-            session = self.index.get(sid)
-            if session is None:
-                continue  # closed meanwhile
-            deadline = self._deadline(session)
-            if deadline > now:
-                heapq.heappush(heap, (deadline, sid))  # updated since: check again later
+        for session in candidates:
+            if len(changes) >= limit:
+                break
+            if not session.online or self._deadline(session) > now:
                 continue
             session.stop_time = session.last_update  # the last moment it was known to be alive
             session.close_reason = CloseReason.STALE
             self.index.close(session)
             changes.append(SessionChange(ChangeKind.STOPPED, session))
+        if budget is None or self._scan_at >= len(self._scan):
+            self._scan = []  # release the snapshot between passes
+            self._scan_at = 0
         return changes
 
 

@@ -248,6 +248,8 @@ class Daemon:
             self.listeners.append(listener)
         if self._http_socket is not None:
             await self._start_http(self._http_socket)
+            # live view (issue #8): committed changes also go to the API's subscriptions
+            self.service.subscribers.append(self.app.events.publish)  # type: ignore[attr-defined]
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._expire_loop(), name="radtrack-expire"))
         self._tasks.append(loop.create_task(self._checkpoint_loop(), name="radtrack-checkpoint"))
@@ -343,12 +345,15 @@ class Daemon:
         self.http_address = (host, port)
 
     async def _expire_loop(self) -> None:
+        """One pass over every online session per sessions.stale_check_interval, a slice a
+        second, so the check costs the event loop a few milliseconds at a time."""
         interval = self.settings.sessions.stale_check_interval
+        tick = min(1.0, interval)
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(tick)
             if self.service is not None:
-                while self.service.expire() >= 10_000:
-                    await asyncio.sleep(0)
+                budget = max(1_000, int(len(self.index) * tick / interval) + 1)
+                self.service.expire(budget)
 
     async def _checkpoint_loop(self) -> None:
         while True:

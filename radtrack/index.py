@@ -137,6 +137,7 @@ class SessionIndex:
         old = self._online.get(session.id)
         if old is not None:
             self._unlink(old)
+        self._closed.pop(session.id, None)  # reopened (stale): no longer takes a closed slot
         self._online[session.id] = session
         self.per_nas[session.nas_name] += 1
         if session.user_id is not None:

@@ -230,64 +230,67 @@ class Session:
         )
 
     @classmethod
-    def from_row(cls, row: tuple[object, ...] | list[object]) -> Session:
-        """Rebuild a session from a ``sessions`` row (start-up recovery)."""
+    def from_row(
+        cls, row: tuple[object, ...] | list[object], share: dict[object, object] | None = None
+    ) -> Session:
+        """Rebuild a session from a ``sessions`` row (start-up recovery). ``share`` makes
+        repeated values (NAS names and addresses, port types...) one object each."""
+        if share is not None:
+            values = list(row)
+            for i in _SHARED_INDEXES:
+                value = values[i]
+                if value is not None:
+                    values[i] = share.setdefault(value, value)
+            row = values
+        session = cls.__new__(cls)
         (
-            id_,
-            nas_key,
-            nas_name,
-            nas_ip,
-            session_id,
-            class_hex,
-            user_name,
-            user_id,
-            nas_port_id,
-            nas_port_type,
-            calling_station_id,
-            called_station_id,
-            framed_ip,
-            connect_info_start,
-            start_time,
-            last_update,
-            stop_time,
-            terminate_cause,
-            close_reason,
-            input_octets,
-            output_octets,
-            input_packets,
-            output_packets,
-            session_time,
-            interim_interval,
+            session.id,
+            session.nas_key,
+            session.nas_name,
+            session.nas_ip,
+            session.session_id,
+            session.class_hex,
+            session.user_name,
+            session.user_id,
+            session.nas_port_id,
+            session.nas_port_type,
+            session.calling_station_id,
+            session.called_station_id,
+            session.framed_ip,
+            session.connect_info_start,
+            session.start_time,
+            session.last_update,
+            session.stop_time,
+            session.terminate_cause,
+            session.close_reason,
+            session.input_octets,
+            session.output_octets,
+            session.input_packets,
+            session.output_packets,
+            session.session_time,
+            session.interim_interval,
             start_seen,
-        ) = row
-        return cls(
-            id_,  # type: ignore[arg-type]
-            nas_key,  # type: ignore[arg-type]
-            nas_name,  # type: ignore[arg-type]
-            nas_ip,  # type: ignore[arg-type]
-            session_id,  # type: ignore[arg-type]
-            start_time,  # type: ignore[arg-type]
-            last_update,  # type: ignore[arg-type]
-            class_hex=class_hex,  # type: ignore[arg-type]
-            user_name=user_name,  # type: ignore[arg-type]
-            user_id=user_id,  # type: ignore[arg-type]
-            nas_port_id=nas_port_id,  # type: ignore[arg-type]
-            nas_port_type=nas_port_type,  # type: ignore[arg-type]
-            calling_station_id=calling_station_id,  # type: ignore[arg-type]
-            called_station_id=called_station_id,  # type: ignore[arg-type]
-            framed_ip=framed_ip,  # type: ignore[arg-type]
-            connect_info_start=connect_info_start,  # type: ignore[arg-type]
-            stop_time=stop_time,  # type: ignore[arg-type]
-            terminate_cause=terminate_cause,  # type: ignore[arg-type]
-            close_reason=close_reason,  # type: ignore[arg-type]
-            input_octets=input_octets or 0,  # type: ignore[arg-type]
-            output_octets=output_octets or 0,  # type: ignore[arg-type]
-            input_packets=input_packets or 0,  # type: ignore[arg-type]
-            output_packets=output_packets or 0,  # type: ignore[arg-type]
-            session_time=session_time or 0,  # type: ignore[arg-type]
-            interim_interval=interim_interval,  # type: ignore[arg-type]
-            start_seen=bool(start_seen),
-        )
+        ) = row  # type: ignore[assignment]
+        session.start_seen = bool(start_seen)
+        session.disconnecting = False
+        return session
+
+
+# Columns whose values repeat across many sessions: recovery keeps one object of each
+_SHARED_INDEXES = tuple(
+    SESSION_COLUMNS.index(name)
+    for name in (
+        "nas_key",
+        "nas_name",
+        "nas_ip",
+        "nas_port_type",
+        "called_station_id",
+        "connect_info_start",
+        "terminate_cause",
+        "close_reason",
+        "interim_interval",
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,9 +214,9 @@ class AccountingService:
 
         self.writer.submit(changes, done)
 
-    def expire(self) -> int:
+    def expire(self, budget: int | None = None) -> int:
         """Close stale sessions (the timer calls this); returns how many were closed."""
-        changes = self.accountant.expire(self.clock())
+        changes = self.accountant.expire(self.clock(), budget=budget)
         if changes:
             logger.info("event=sessions_stale count=%d", len(changes))
             for change in changes:

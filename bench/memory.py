@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Memory per online session and start-up recovery time.
+
+    python3 bench/memory.py --sessions 1000000 --json
+
+1. Builds N online sessions the way ingest does (AccountingRequests through the accounting core,
+   realistic attribute values) and measures the resident memory they add.
+2. Writes them to a SQLite database with the writer's own statements.
+3. Rebuilds the live state from that database as start-up does (recovery.load_sessions +
+   Accountant.restore) and times it.
+
+With --db PATH --only-db it only writes the database (used by bench/run_all.py's scaling runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import json
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from radtrack.accounting import Accountant  # noqa: E402
+from radtrack.index import SessionIndex, UserDirectory  # noqa: E402
+from radtrack.model import AccountingRequest, StatusType  # noqa: E402
+from radtrack.store import recovery  # noqa: E402
+from radtrack.store.schema import UPSERT_CHUNK, migrate, upsert_sessions  # noqa: E402
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def requests(n: int) -> list[AccountingRequest]:
+    base = 1_760_000_000
+    nases = [f"bench/100.64.{i}.1" for i in range(20)]
+    out = []
+    for i in range(n):
+        nas = i % 20
+        out.append(
+            AccountingRequest(
+                status=StatusType.START,
+                nas_key=nases[nas],
+                nas_name="bench",
+                nas_ip=nases[nas][6:],
+                session_id=f"{0x5F000000 + i:08X}{i % 7:04d}",
+                event_time=float(base + i % 86_400),
+                user_name=str(1 + i // 2),
+                nas_port_id=f"wg{i % 4000}",
+                nas_port_type="Virtual",
+                calling_station_id=f"{i % 256:02X}:{(i >> 8) % 256:02X}:1A:2B:3C:4D",
+                called_station_id="vpn.example.net",
+                framed_ip=f"100.{64 + (i >> 16) % 64}.{(i >> 8) % 256}.{i % 256}",
+                connect_info="WireGuard",
+                interim_interval=300,
+            )
+        )
+    return out
+
+
+def write_db(path: Path, accountant: Accountant) -> float:
+    began = time.monotonic()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    migrate(conn)
+    rows = [s.row() for s in accountant.index]
+    for start in range(0, len(rows), 20 * UPSERT_CHUNK):
+        conn.execute("BEGIN")
+        for at in range(start, min(start + 20 * UPSERT_CHUNK, len(rows)), UPSERT_CHUNK):
+            chunk = rows[at : at + UPSERT_CHUNK]
+            conn.execute(upsert_sessions(len(chunk)), list(itertools.chain.from_iterable(chunk)))
+        conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return time.monotonic() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sessions", type=int, default=1_000_000)
+    parser.add_argument("--db")
+    parser.add_argument("--only-db", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    n = args.sessions
+    reqs = requests(n)
+    gc.collect()
+    before = rss_mb()
+    accountant = Accountant(SessionIndex(), UserDirectory())
+    for request in reqs:
+        accountant.handle(request)
+    del reqs
+    gc.collect()
+    built = rss_mb()
+    tmp = tempfile.TemporaryDirectory()
+    db = Path(args.db) if args.db else Path(tmp.name) / "memory.db"
+    write_seconds = write_db(db, accountant)
+    if args.only_db:
+        return
+    per_session = (built - before) * 2**20 / n
+    del accountant
+    gc.collect()
+    before_recovery = rss_mb()
+    began = time.monotonic()
+    restored = Accountant(SessionIndex(), UserDirectory())
+    for session in recovery.load_sessions(db, 0):
+        restored.restore(session)
+    recovery_seconds = time.monotonic() - began
+    gc.collect()
+    after_recovery = rss_mb()
+    summary = {
+        "sessions": n,
+        "online_after_recovery": len(restored.index),
+        "bytes_per_session_built": round(per_session),
+        "bytes_per_session_recovered": round((after_recovery - before_recovery) * 2**20 / n),
+        "recovery_seconds": round(recovery_seconds, 2),
+        "db_write_seconds": round(write_seconds, 2),
+        "db_mb": round(db.stat().st_size / 2**20, 1),
+    }
+    tmp.cleanup()
+    print(json.dumps(summary, indent=2) if args.json else summary)
+
+
+if __name__ == "__main__":
+    main()

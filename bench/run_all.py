@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""Run the performance suite against radtrack (and FreeRADIUS+SQLite, side by side, when it is
+set up) and write docs/performance.md.
+
+    sudo python3 bench/run_all.py              # ~10 minutes on 2 cores
+    python3 bench/run_all.py --quick           # smaller counts, for a smoke run
+    python3 bench/run_all.py --no-freeradius   # radtrack only
+
+Everything runs on loopback, every load is bounded. FreeRADIUS: `bench/run_all.py` copies
+../shared/bench/freeradius to /tmp/fr-peer and runs its setup.sh (variants ok, sqltuned4) when
+/tmp/radtrack-peer-fr/raddb-sqltuned4 is missing; both servers get the same load generator
+(bench/loadgen.py) with the same options in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SECRET = "bench-secret-0123456789"
+TOKEN = "bench-admin-token"
+FR_ROOT = Path("/tmp/radtrack-peer-fr")
+FR_COPY = Path("/tmp/fr-peer")
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{os.cpu_count()} vCPU {cpu}, {mem:.0f} GiB, {platform.platform()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+class Radtrack:
+    """radtrack serve as a child process on free loopback ports, in a temp directory."""
+
+    def __init__(self, workdir: Path, *, synchronous: str = "FULL", db: Path | None = None):
+        self.udp = free_port(socket.SOCK_DGRAM)
+        self.http = free_port(socket.SOCK_STREAM)
+        self.db = db or workdir / "bench.db"
+        digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+        self.config = workdir / "bench.toml"
+        self.config.write_text(
+            f"""
+[radius]
+listen = ["127.0.0.1:{self.udp}"]
+queue_size = 50000
+[[radius.clients]]
+name = "bench"
+address = "127.0.0.1"
+secret = "{SECRET}"
+[sessions]
+default_interim_interval = 86400
+[store]
+path = "{self.db}"
+synchronous = "{synchronous}"
+[api]
+listen = "127.0.0.1:{self.http}"
+[[api.tokens]]
+name = "bench"
+sha256 = "{digest}"
+scopes = ["admin"]
+[daemon]
+log_level = "WARNING"
+"""
+        )
+        self.proc: subprocess.Popen[str] | None = None
+        self.started_in = 0.0
+
+    def __enter__(self) -> Radtrack:
+        began = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "radtrack", "serve", "--config", str(self.config),
+             "--log-level", "INFO"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if "event=started" in line:
+                break
+        else:
+            raise SystemExit("radtrack did not start")
+        self.started_in = time.monotonic() - began
+        self.recovery_line = ""
+        return self
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def metrics(self) -> dict[str, float]:
+        with socket.create_connection(("127.0.0.1", self.http), timeout=10) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            raw = b""
+            while chunk := sock.recv(65536):
+                raw += chunk
+        out = {}
+        for line in raw.split(b"\r\n\r\n", 1)[1].decode().splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def loadgen(port: int, secret: str, **options: object) -> dict[str, object]:
+    args = [sys.executable, str(HERE / "loadgen.py"), "--server", f"127.0.0.1:{port}",
+            "--secret", secret, "--json", "--seed", "1"]
+    for key, value in options.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=900, check=True).stdout
+    return json.loads(out[out.index("{"):])  # type: ignore[no-any-return]
+
+
+def graphql_load(port: int, **options: object) -> dict[str, object]:
+    args = [sys.executable, str(HERE / "graphql_load.py"), "--url",
+            f"http://127.0.0.1:{port}/graphql", "--token", TOKEN]
+    for key, value in options.items():
+        args += [f"--{key}", str(value)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300, check=True).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def freeradius_ready() -> bool:
+    if (FR_ROOT / "raddb-sqltuned4").is_dir() and shutil.which("freeradius"):
+        return True
+    source = ROOT.parent / "shared" / "bench" / "freeradius"
+    if not source.is_dir() or os.geteuid() != 0:
+        return False
+    shutil.rmtree(FR_COPY, ignore_errors=True)
+    shutil.copytree(source, FR_COPY)
+    subprocess.run(["chmod", "-R", "u+w", str(FR_COPY)], check=True)
+    subprocess.run(["./setup.sh"], cwd=FR_COPY, env={**os.environ, "VARIANTS": "ok sqltuned4"},
+                   check=True, capture_output=True)
+    return (FR_ROOT / "raddb-sqltuned4").is_dir()
+
+
+def freeradius_run(variant: str, **load: object) -> dict[str, object]:
+    """Start FreeRADIUS (variant of ../shared/bench/freeradius), drive it with loadgen."""
+    sys.path.insert(0, str(FR_COPY))
+    import load as fr  # type: ignore[import-not-found]
+
+    server = fr.start_server(variant)
+    try:
+        began = fr.pid_cpu(server.pid)
+        result = loadgen(1813, "testing123", **load)
+        result["server_cpu_s"] = round(fr.pid_cpu(server.pid) - began, 2)
+        rows = fr.sql_q(variant, "select count(*) from radacct") if variant != "ok" else None
+        result["radacct_rows"] = rows
+    finally:
+        fr.stop_server(server)
+    return result
+
+
+def ingest(db_dir: Path, load: dict[str, object], synchronous: str = "FULL") -> dict[str, object]:
+    with Radtrack(db_dir, synchronous=synchronous) as rt:
+        before = rt.cpu_seconds()
+        result = loadgen(rt.udp, SECRET, **load)
+        result["server_cpu_s"] = round(rt.cpu_seconds() - before, 2)
+        metrics = rt.metrics()
+        result["commits"] = metrics.get("radtrack_commits_total")
+        result["server_acknowledged"] = metrics.get("radtrack_packets_acknowledged_total")
+        result["dropped"] = {
+            k.split('"')[1]: v for k, v in metrics.items()
+            if k.startswith("radtrack_packets_dropped_total") and v
+        }
+        result["rss_mb"] = round(rt.rss_mb(), 1)
+    return result
+
+
+def main() -> None:  # noqa: C901 - one scenario after another
+    parser = argparse.ArgumentParser(description="radtrack performance suite")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-freeradius", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
+    parser.add_argument("--json", default=str(ROOT / "docs" / "performance.json"))
+    args = parser.parse_args()
+    scale = 0.2 if args.quick else 1.0
+    results: dict[str, object] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                  "machine": machine(), "load_before": load_average()}
+    sessions = 100_000
+    packets = int(300_000 * scale)
+    mix = {"sessions": sessions, "packets": packets, "workers": 2, "window": 512}
+    work = Path(tempfile.mkdtemp(prefix="radtrack-bench-"))
+    try:
+        print("1/6 durable ingest, radtrack (synchronous=FULL)", flush=True)
+        (work / "a").mkdir()
+        results["ingest_full"] = ingest(work / "a", mix)
+        print("2/6 durable ingest, FreeRADIUS+SQLite (sqltuned4) with the same load", flush=True)
+        if not args.no_freeradius and freeradius_ready():
+            results["freeradius_sqltuned4"] = freeradius_run("sqltuned4", **mix)
+            results["freeradius_ok"] = freeradius_run("ok", **mix)
+        print("3/6 acknowledgement latency at 5,000 packets/s", flush=True)
+        (work / "b").mkdir()
+        results["latency_5k"] = ingest(
+            work / "b", {"sessions": sessions, "rate": 5000, "duration": 20 * scale + 5,
+                         "workers": 1}
+        )
+        print("4/6 GraphQL: saturation, then 200 req/s beside 5,000 packets/s", flush=True)
+        (work / "c").mkdir()
+        with Radtrack(work / "c") as rt:
+            loadgen(rt.udp, SECRET, sessions=sessions, packets=sessions, workers=2)
+            results["online_for_queries"] = rt.metrics().get("radtrack_sessions_online")
+            users = f"100000-{100000 + sessions // 2 - 1}"
+            results["graphql_saturated"] = graphql_load(
+                rt.http, users=users, connections=32, duration=10 * scale + 2
+            )
+            ingest_proc = subprocess.Popen(
+                [sys.executable, str(HERE / "loadgen.py"), "--server", f"127.0.0.1:{rt.udp}",
+                 "--secret", SECRET, "--json", "--rate", "5000", "--duration",
+                 str(20 * scale + 5), "--sessions", str(sessions), "--seed", "2",
+                 "--workers", "1"],
+                stdout=subprocess.PIPE, text=True,
+            )
+            time.sleep(3)
+            results["graphql_200_with_ingest"] = graphql_load(
+                rt.http, users=users, connections=4, rate=200, duration=15 * scale + 2
+            )
+            out, _ = ingest_proc.communicate(timeout=600)
+            results["ingest_beside_graphql"] = json.loads(out[out.index("{"):])
+            # GraphQL saturated while ingest runs: does intake drop anything?
+            ingest_proc = subprocess.Popen(
+                [sys.executable, str(HERE / "loadgen.py"), "--server", f"127.0.0.1:{rt.udp}",
+                 "--secret", SECRET, "--json", "--rate", "3000", "--duration",
+                 str(15 * scale + 5), "--sessions", str(sessions), "--seed", "3",
+                 "--workers", "1"],
+                stdout=subprocess.PIPE, text=True,
+            )
+            time.sleep(2)
+            results["graphql_saturated_with_ingest"] = graphql_load(
+                rt.http, users=users, connections=64, duration=12 * scale + 2
+            )
+            out, _ = ingest_proc.communicate(timeout=600)
+            results["ingest_beside_saturated_graphql"] = json.loads(out[out.index("{"):])
+            results["drops_beside_graphql"] = {
+                k: v for k, v in rt.metrics().items()
+                if k.startswith("radtrack_packets_dropped_total") and v
+            }
+        print("5/6 memory per session and start-up recovery (bench/memory.py)", flush=True)
+        out = subprocess.run(
+            [sys.executable, str(HERE / "memory.py"), "--sessions",
+             str(int(1_000_000 * (0.1 if args.quick else 1))), "--json"],
+            capture_output=True, text=True, timeout=1200, check=True,
+        ).stdout
+        results["memory"] = json.loads(out[out.index("{"):])
+        print("6/6 scaling: ingest and query latency at 10k / 100k / 1M online", flush=True)
+        scaling = []
+        for online in (10_000, 100_000, 1_000_000 if not args.quick else 200_000):
+            (work / f"s{online}").mkdir()
+            db = work / f"s{online}" / "bench.db"
+            subprocess.run([sys.executable, str(HERE / "memory.py"), "--sessions", str(online),
+                            "--db", str(db), "--only-db"], check=True, capture_output=True)
+            with Radtrack(work / f"s{online}", db=db) as rt:
+                started = rt.started_in
+                load = loadgen(rt.udp, SECRET, sessions=min(online, 100_000),
+                               packets=int(100_000 * scale), workers=2, window=512)
+                query = graphql_load(rt.http, users=f"1-{online // 2}", connections=8,
+                                     duration=5 * scale + 2)
+                scaling.append({"online": online, "startup_s": round(started, 2),
+                                "ingest": load, "query": query, "rss_mb": rt.rss_mb()})
+        results["scaling"] = scaling
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["load_after"] = load_average()
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    from report import write_report  # bench/report.py
+
+    Path(args.out).write_text(write_report(results))
+    print(f"wrote {args.out} and {args.json}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    main()

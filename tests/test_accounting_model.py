@@ -1,0 +1,427 @@
+"""The accounting core against a small reference model (issue 5, DESIGN.md invariant 2).
+
+Hypothesis draws a "truth": sessions on three NASes (two of them behind one configured client,
+so they share a ``nas_name``), each a Start, Interim-Updates every Acct-Interim-Interval with
+growing 64-bit counters and Acct-Session-Time, and usually a Stop; plus NAS reboots
+(Accounting-On/Off) that cut every session the NAS had up at that moment. The state machine then
+delivers those packets the way UDP does: in order, reordered (a delayed packet carries an event
+time older than packets already seen), duplicated (retransmissions), or never (lost), and lets the
+clock run so the stale rule fires.
+
+The reference model never looks at delivery order. It computes each session from the *set* of
+packets delivered so far (plus the stale marks the expire timer left):
+
+* start time: the Start's event time, else min(event time - Acct-Session-Time);
+* counters and last update: from the delivered packet with the greatest event time;
+* closed by Stop if the Stop arrived; else stale if the timer closed it (while the model had it
+  online) and nothing newer came since; else closed by the earliest delivered reboot of its NAS
+  later than its start (Acct-Session-Time then runs up to the reboot); else online;
+* the user id from the User-Name of any delivered packet (some NASes send it in the Start only).
+
+Two restrictions on the generated traffic, both things real NASes do not do:
+* packets of one NAS never cross one of its reboots (the NAS lost those sessions), and event
+  times are integers while reboots happen at half seconds, so "started before the reboot" is
+  never a tie;
+* the reboots of one NAS are delivered in the order they happened (a NAS does not reboot twice
+  within one retransmission window). Delivered out of order, a later Accounting-On would close a
+  session first and the earlier one, arriving after it, finds nothing open: the stop time would
+  then depend on delivery order.
+
+Set RADTRACK_MODEL_EXAMPLES to run more examples (e.g. 20000 for a long run).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from radtrack.accounting import NAS_REBOOT, Accountant
+from radtrack.index import SessionIndex, UserDirectory
+from radtrack.model import (
+    SESSION_COLUMNS,
+    AccountingRequest,
+    ChangeKind,
+    CloseReason,
+    SessionChange,
+    StatusType,
+    User,
+    session_key,
+)
+from radtrack.store.schema import COUNTER_COLUMNS
+
+DEFAULT_INTERVAL = 60
+STALE_MULTIPLE = 3.0
+
+
+@dataclass(frozen=True)
+class Nas:
+    key: str
+    name: str
+    ip: str
+    interval: int | None  # Acct-Interim-Interval the NAS sends, None: it sends none
+
+
+NASES = (
+    Nas("edge/10.0.0.1", "edge", "10.0.0.1", 30),
+    Nas("edge/10.0.0.2", "edge", "10.0.0.2", None),  # same client (nas_name), another NAS
+    Nas("core/10.0.1.1", "core", "10.0.1.1", 45),
+)
+USER_IDS = {"1001": 1001, "1002": 1002, "alice": 7, None: None}  # "alice" via the users table
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One truth packet: ``number`` is unique, ``sid`` is the session key (None for a reboot)."""
+
+    number: int
+    sid: str | None
+    request: AccountingRequest
+
+
+@dataclass(frozen=True)
+class Plan:
+    nas: int
+    session_id: str
+    class_hex: str | None
+    user_name: str | None
+    user_name_in_start_only: bool  # some NASes send User-Name in the Start only
+    connect_info: str | None
+    t0: int
+    interims: int
+    stop_after: int | None  # seconds after the last Interim, None: no Stop
+    rate: int
+
+
+plans = st.builds(
+    Plan,
+    nas=st.integers(0, len(NASES) - 1),
+    session_id=st.sampled_from(["1", "2", "3"]),  # the same Acct-Session-Id on several NASes
+    class_hex=st.sampled_from([None, "616263"]),
+    user_name=st.sampled_from(list(USER_IDS)),
+    user_name_in_start_only=st.booleans(),
+    connect_info=st.sampled_from([None, "100Mbps"]),
+    t0=st.integers(0, 1500),
+    interims=st.integers(0, 4),
+    stop_after=st.one_of(st.none(), st.integers(1, 29)),
+    rate=st.sampled_from([1, 1000, 2**31 + 7]),  # the last one crosses 32 bits (Gigawords)
+)
+reboot_lists = st.lists(
+    st.tuples(
+        st.integers(1, 1700), st.sampled_from([StatusType.ACCOUNTING_ON, StatusType.ACCOUNTING_OFF])
+    ),
+    max_size=2,
+    unique_by=lambda r: r[0],
+)
+scenarios = st.tuples(
+    st.lists(plans, max_size=8, unique_by=lambda p: (p.nas, p.session_id, p.class_hex)),
+    st.tuples(*(reboot_lists for _ in NASES)),
+)
+
+
+def packet_of(
+    plan: Plan, status: StatusType, elapsed: int | None, **extra: object
+) -> AccountingRequest:
+    """A packet of ``plan``'s session sent ``elapsed`` seconds after its start (with counters
+    then, None for the Start)."""
+    nas = NASES[plan.nas]
+    counters = {}
+    if elapsed is not None:
+        counters = {
+            "session_time": elapsed,
+            "input_octets": elapsed * plan.rate,
+            "output_octets": elapsed * plan.rate * 3,
+            "input_packets": elapsed,
+            "output_packets": elapsed * 2,
+        }
+    return AccountingRequest(
+        status,
+        nas.key,
+        nas.name,
+        nas.ip,
+        plan.session_id,
+        float(plan.t0 + (elapsed or 0)),
+        user_name=None
+        if plan.user_name_in_start_only and status is not StatusType.START
+        else plan.user_name,
+        class_hex=plan.class_hex,
+        interim_interval=nas.interval,
+        **counters,  # type: ignore[arg-type]
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def truth(plan_list: list[Plan], reboots: tuple[list[tuple[int, StatusType]], ...]) -> list[Packet]:
+    """Every packet the NASes send for this scenario, in no particular order."""
+    packets: list[Packet] = []
+
+    def add(sid: str | None, request: AccountingRequest) -> None:
+        packets.append(Packet(len(packets), sid, request))
+
+    for nas, nas_reboots in zip(NASES, reboots, strict=True):
+        for at, status in nas_reboots:
+            add(None, AccountingRequest(status, nas.key, nas.name, nas.ip, "", at + 0.5))
+    for plan in plan_list:
+        nas = NASES[plan.nas]
+        interval = nas.interval or DEFAULT_INTERVAL
+        cut = min((at + 0.5 for at, _ in reboots[plan.nas] if at + 0.5 > plan.t0), default=None)
+        sid = session_key(nas.key, plan.session_id, plan.class_hex)
+        session = [packet_of(plan, StatusType.START, None, connect_info=plan.connect_info)]
+        session += [
+            packet_of(plan, StatusType.INTERIM_UPDATE, k * interval)
+            for k in range(1, plan.interims + 1)
+        ]
+        if plan.stop_after is not None:
+            elapsed = plan.interims * interval + plan.stop_after
+            cause = "User-Request" if plan.rate % 2 else "Idle-Timeout"
+            session.append(packet_of(plan, StatusType.STOP, elapsed, terminate_cause=cause))
+        for request in session:
+            if cut is None or request.event_time < cut:  # the reboot lost the rest
+                add(sid, request)
+    return packets
+
+
+@dataclass(frozen=True)
+class Expected:
+    nas_key: str
+    nas_name: str
+    user_id: int | None
+    start_time: float
+    last_update: float
+    stop_time: float | None
+    terminate_cause: str | None
+    close_reason: str | None
+    connect_info_start: str | None
+    counters: tuple[int, int, int, int, int]
+
+
+class AccountingModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.users = UserDirectory()
+        self.users.upsert(User(7, "alice"))
+        self.index = SessionIndex()
+        self.accountant = Accountant(
+            self.index,
+            self.users,
+            default_interim_interval=DEFAULT_INTERVAL,
+            stale_multiple=STALE_MULTIPLE,
+        )
+        self.pending: list[Packet] = []
+        self.delivered: dict[int, Packet] = {}
+        self.stale_marks: dict[str, float] = {}  # session key -> last update when expire closed it
+        self.now = 0.0
+        self.stored: dict[str, dict[str, object]] = {}  # the rows the writer would have written
+
+    def persist(self, changes: list[SessionChange]) -> None:
+        """Apply the effects as the writer does: a whole row, or only the counter columns."""
+        for change in changes:
+            row = dict(zip(SESSION_COLUMNS, change.session.row(), strict=True))
+            if change.counters_only:
+                stored = self.stored[change.session.id]  # a first write is always whole
+                stored.update((column, row[column]) for column in COUNTER_COLUMNS)
+            else:
+                self.stored[change.session.id] = row
+
+    # -- the reference model -------------------------------------------------------------
+    def expected(self) -> dict[str, Expected]:
+        by_session: dict[str, list[AccountingRequest]] = {}
+        reboots: dict[str, list[AccountingRequest]] = {}
+        for packet in self.delivered.values():
+            if packet.sid is None:
+                reboots.setdefault(packet.request.nas_key, []).append(packet.request)
+            else:
+                by_session.setdefault(packet.sid, []).append(packet.request)
+        return {
+            sid: self.expect(sid, requests, reboots.get(requests[0].nas_key, []))
+            for sid, requests in by_session.items()
+        }
+
+    def expect(
+        self, sid: str, requests: list[AccountingRequest], reboots: list[AccountingRequest]
+    ) -> Expected:
+        first = requests[0]
+        starts = [r for r in requests if r.status is StatusType.START]
+        stops = [r for r in requests if r.status is StatusType.STOP]
+        if starts:
+            start_time = starts[0].event_time
+        else:
+            start_time = min(r.event_time - (r.session_time or 0) for r in requests)
+        last_update = max(r.event_time for r in requests)
+        with_counters = [r for r in requests if r.status is not StatusType.START]
+        latest = max(with_counters, key=lambda r: r.event_time, default=None)
+        counters = (0, 0, 0, 0, 0)
+        if latest is not None:
+            counters = (
+                latest.input_octets or 0,
+                latest.output_octets or 0,
+                latest.input_packets or 0,
+                latest.output_packets or 0,
+                latest.session_time or 0,
+            )
+        reboot = min(
+            (r for r in reboots if r.event_time > start_time),
+            key=lambda r: r.event_time,
+            default=None,
+        )
+        stop_time = cause = reason = None
+        if stops:
+            stop_time, cause, reason = stops[0].event_time, stops[0].terminate_cause, "stop"
+        elif self.stale_marks.get(sid) == last_update:
+            stop_time, reason = last_update, "stale"
+        elif reboot is not None:
+            stop_time, cause = reboot.event_time, NAS_REBOOT
+            reason = (
+                CloseReason.ACCOUNTING_ON
+                if reboot.status is StatusType.ACCOUNTING_ON
+                else CloseReason.ACCOUNTING_OFF
+            )
+            # the session ran until the reboot, though no packet said so
+            counters = (*counters[:4], max(counters[4], int(reboot.event_time - start_time)))
+        return Expected(
+            nas_key=first.nas_key,
+            nas_name=first.nas_name,
+            user_id=USER_IDS[max((r.user_name for r in requests if r.user_name), default=None)],
+            start_time=start_time,
+            last_update=last_update,
+            stop_time=stop_time,
+            terminate_cause=cause,
+            close_reason=reason,
+            connect_info_start=starts[0].connect_info if starts else None,
+            counters=counters,
+        )
+
+    # -- delivery ------------------------------------------------------------------------
+    @initialize(scenario=scenarios)
+    def draw_truth(
+        self, scenario: tuple[list[Plan], tuple[list[tuple[int, StatusType]], ...]]
+    ) -> None:
+        self.pending = truth(*scenario)
+
+    def deliver(self, packet: Packet) -> None:
+        if packet.sid is None:
+            # an earlier reboot of the same NAS goes first (see the module docstring)
+            earlier = [
+                p
+                for p in self.pending
+                if p.sid is None
+                and p.request.nas_key == packet.request.nas_key
+                and p.request.event_time < packet.request.event_time
+            ]
+            if earlier:
+                packet = min(earlier, key=lambda p: p.request.event_time)
+        self.pending.remove(packet)
+        self.delivered[packet.number] = packet
+        self.now = max(self.now, packet.request.event_time)
+        changes = self.accountant.handle(packet.request)
+        self.persist(changes)
+        for change in changes:
+            if change.kind is ChangeKind.STARTED:
+                assert change.session.online
+            elif change.kind is ChangeKind.STOPPED:
+                assert not change.session.online
+
+    @precondition(lambda self: self.pending)
+    @rule()
+    def deliver_next(self) -> None:
+        self.deliver(min(self.pending, key=lambda p: (p.request.event_time, p.number)))
+
+    @precondition(lambda self: self.pending)
+    @rule(pick=st.integers(0, 1000))
+    def deliver_out_of_order(self, pick: int) -> None:
+        self.deliver(self.pending[pick % len(self.pending)])
+
+    @precondition(lambda self: self.delivered)
+    @rule(pick=st.integers(0, 1000))
+    def retransmit(self, pick: int) -> None:
+        packets = sorted(self.delivered)
+        packet = self.delivered[packets[pick % len(packets)]]
+        assert self.accountant.handle(packet.request) == []  # nothing new: no change
+
+    @precondition(lambda self: self.pending)
+    @rule(pick=st.integers(0, 1000))
+    def lose(self, pick: int) -> None:
+        del self.pending[pick % len(self.pending)]
+
+    @rule(seconds=st.integers(0, 400))
+    def expire(self, seconds: int) -> None:
+        self.now += seconds
+        for sid, want in self.expected().items():
+            if want.stop_time is None:
+                nas = next(n for n in NASES if n.key == want.nas_key)
+                limit = (nas.interval or DEFAULT_INTERVAL) * STALE_MULTIPLE
+                if want.last_update + limit <= self.now:
+                    self.stale_marks[sid] = want.last_update
+        changes = self.accountant.expire(self.now)
+        self.persist(changes)
+        for change in changes:
+            assert change.session.close_reason == "stale"
+
+    # -- invariants ----------------------------------------------------------------------
+    @invariant()
+    def sessions_match_the_model(self) -> None:
+        expected = self.expected()
+        online = {sid for sid, want in expected.items() if want.stop_time is None}
+        assert {s.id for s in self.index} == online
+        for sid, want in expected.items():
+            session = self.index.find(sid)
+            assert session is not None, sid
+            got = Expected(
+                nas_key=session.nas_key,
+                nas_name=session.nas_name,
+                user_id=session.user_id,
+                start_time=session.start_time,
+                last_update=session.last_update,
+                stop_time=session.stop_time,
+                terminate_cause=session.terminate_cause,
+                close_reason=session.close_reason,
+                connect_info_start=session.connect_info_start,
+                counters=(
+                    session.input_octets,
+                    session.output_octets,
+                    session.input_packets,
+                    session.output_packets,
+                    session.session_time,
+                ),
+            )
+            assert got == want, sid
+
+    @invariant()
+    def effects_rebuild_the_state(self) -> None:
+        # DESIGN.md invariant 3: what the writer stores from the effects is the live state
+        for sid, stored in self.stored.items():
+            session = self.index.find(sid)
+            assert session is not None
+            assert stored == dict(zip(SESSION_COLUMNS, session.row(), strict=True)), sid
+        assert set(self.stored) == set(self.expected())
+
+    @invariant()
+    def index_views_match_the_model(self) -> None:
+        expected = self.expected()
+        online = {sid: want for sid, want in expected.items() if want.stop_time is None}
+        assert self.index.per_nas == Counter(want.nas_name for want in online.values())
+        for user_id in (1001, 1002, 7):
+            mine = sorted(
+                (want.start_time, sid) for sid, want in online.items() if want.user_id == user_id
+            )
+            assert [s.id for s in self.index.for_user(user_id)] == [sid for _, sid in mine]
+            assert self.index.count_for_user(user_id) == len(mine)
+
+
+AccountingModel.TestCase.settings = settings(
+    max_examples=int(os.environ.get("RADTRACK_MODEL_EXAMPLES", "200")),
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestAccountingModel = AccountingModel.TestCase
