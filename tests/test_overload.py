@@ -1,0 +1,80 @@
+"""Overload (issue #5, short variant; the long one is bench/run_all.py and bench/overload.md):
+a burst far beyond what one commit can take. Excess is dropped unanswered and counted, every
+packet that was answered is stored, memory stays bounded by the intake queue, and the daemon
+answers normally once the burst is over."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SECRET, acct_packet, make_settings, send_raw, udp_port
+
+
+@pytest.mark.asyncio
+async def test_burst_beyond_the_queue_is_dropped_counted_and_nothing_acked_is_lost(
+    daemon_factory: Any, tmp_path: Path, dictionary: Any
+) -> None:
+    settings = make_settings(tmp_path, radius={"queue_size": 100})
+    daemon = await daemon_factory(settings)
+    port = udp_port(daemon)
+    packets = [
+        acct_packet(
+            dictionary,
+            User_Name=str(n % 500),
+            Acct_Status_Type="Start",
+            Acct_Session_Id=f"burst-{n}",
+            NAS_IP_Address="192.0.2.1",
+        ).RequestPacket()
+        for n in range(3000)
+    ]
+
+    def blast() -> set[int]:
+        """Send everything at once, then collect answers for a while: (indexes answered)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            sock.bind(("127.0.0.1", 0))
+            by_key: dict[tuple[int, bytes], int] = {}
+            for n, data in enumerate(packets):
+                # identifiers repeat every 256 packets: key replies by (id, authenticator)
+                by_key[(data[1], data[4:20])] = n
+                sock.sendto(data, ("127.0.0.1", port))
+            sock.settimeout(1.0)
+            answered: set[int] = set()
+            try:
+                while True:
+                    reply = sock.recv(4096)
+                    for (ident, _), n in by_key.items():
+                        if ident == reply[1] and n not in answered:
+                            # the Response Authenticator binds the reply to one request
+                            auth = hashlib.md5(
+                                reply[:4] + packets[n][4:20] + reply[20:] + SECRET.encode()
+                            ).digest()
+                            if auth == reply[4:20]:
+                                answered.add(n)
+                                break
+            except TimeoutError:
+                pass
+            return answered
+
+    answered = await asyncio.to_thread(blast)
+    stats = daemon.service.stats
+    assert stats.dropped["queue_full"] > 0  # the excess was refused, not queued without bound
+    assert stats.acknowledged == len(answered) > 0
+    assert stats.received == stats.accepted + sum(stats.dropped.values()) + stats.duplicates
+    conn = sqlite3.connect(settings.store.path)
+    try:
+        stored = {row[0] for row in conn.execute("SELECT session_id FROM sessions")}
+    finally:
+        conn.close()
+    assert {f"burst-{n}" for n in answered} <= stored  # nothing answered is lost
+    # after the burst the daemon answers as usual (a NAS retransmission of a dropped packet)
+    dropped = next(n for n in range(len(packets)) if n not in answered)
+    reply = await send_raw(port, packets[dropped], timeout=3.0)
+    assert reply is not None and reply[0] == 5
