@@ -4,16 +4,22 @@ radtrack serve --config FILE          run the daemon
 radtrack check-config --config FILE   validate a config; non-zero exit when it is wrong
 radtrack secret                       print a strong random RADIUS shared secret
 radtrack token create --name N --scope admin|reseller [--reseller-id R]
+radtrack users import FILE.csv --config FILE    upsert users (user_id,username,reseller_id,...)
+radtrack sessions --config FILE [--user ID] [--nas NAME] [--json]   who is online (read-only)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import gc
 import hashlib
+import json
 import secrets
+import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 
 from radtrack import __version__, logs
@@ -97,6 +103,139 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+USER_COLUMNS = ("user_id", "username", "reseller_id", "max_sessions")
+
+
+def _optional_int(value: str | None, where: str) -> int | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{where}: {value!r} is not a whole number") from None
+    if number < 0:
+        raise ValueError(f"{where}: {number} is negative")
+    return number
+
+
+def read_users_csv(path: str) -> list[tuple[int, str | None, int | None, int | None]]:
+    """Rows of a users CSV (header: user_id,username[,reseller_id][,max_sessions])."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames or []
+        if "user_id" not in fields:
+            raise ValueError(f"{path}: the header must name user_id (columns: {USER_COLUMNS})")
+        unknown = set(fields) - set(USER_COLUMNS)
+        if unknown:
+            raise ValueError(f"{path}: unknown columns {sorted(unknown)} (known: {USER_COLUMNS})")
+        rows = []
+        seen_ids: set[int] = set()
+        seen_names: set[str] = set()
+        for line, record in enumerate(reader, start=2):
+            where = f"{path}:{line}"
+            user_id = _optional_int(record.get("user_id"), where)
+            if user_id is None or user_id >= 2**31:
+                raise ValueError(f"{where}: user_id is required (0 to 2^31-1)")
+            username = (record.get("username") or "").strip() or None
+            if user_id in seen_ids or (username is not None and username in seen_names):
+                raise ValueError(f"{where}: user {user_id} / {username!r} appears twice")
+            seen_ids.add(user_id)
+            if username is not None:
+                seen_names.add(username)
+            rows.append(
+                (
+                    user_id,
+                    username,
+                    _optional_int(record.get("reseller_id"), where),
+                    _optional_int(record.get("max_sessions"), where),
+                )
+            )
+        return rows
+
+
+def cmd_users_import(args: argparse.Namespace) -> int:
+    from radtrack.store.schema import FREE_USERNAME, UPSERT_USER, migrate
+
+    try:
+        settings = load(args.config)
+        rows = read_users_csv(args.file)
+    except ConfigError as exc:
+        _err(f"radtrack: bad config: {exc}")
+        return 2
+    except (OSError, ValueError) as exc:
+        _err(f"radtrack: {exc}")
+        return 2
+    conn = sqlite3.connect(settings.store.path, isolation_level=None, timeout=10)
+    try:
+        migrate(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        # a username moves to its new user id: free it first
+        conn.executemany(
+            FREE_USERNAME, [(name, uid) for uid, name, _, _ in rows if name is not None]
+        )
+        conn.executemany(UPSERT_USER, rows)
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _err(f"radtrack: cannot write {settings.store.path}: {exc}")
+        return 1
+    finally:
+        conn.close()
+    _out(
+        f"imported {len(rows)} users into {settings.store.path}; a running daemon picks them up "
+        "on reload (systemctl reload radtrack, or SIGHUP)"
+    )
+    return 0
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    try:
+        settings = load(args.config)
+    except ConfigError as exc:
+        _err(f"radtrack: bad config: {exc}")
+        return 2
+    where = ["stop_time IS NULL"]
+    params: list[object] = []
+    if args.user is not None:
+        where.append("user_id = ?")
+        params.append(args.user)
+    if args.nas is not None:
+        where.append("nas_name = ?")
+        params.append(args.nas)
+    try:
+        conn = sqlite3.connect(f"file:{settings.store.path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        _err(f"radtrack: cannot open {settings.store.path}: {exc}")
+        return 1
+    try:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            "SELECT id, session_id, user_id, user_name, nas_name, nas_ip, framed_ip, "
+            "calling_station_id, start_time, last_update, input_octets, output_octets "
+            f"FROM sessions WHERE {' AND '.join(where)} ORDER BY start_time",
+            params,
+        ).fetchall()
+    except sqlite3.Error as exc:
+        _err(f"radtrack: cannot read {settings.store.path}: {exc}")
+        return 1
+    finally:
+        conn.close()
+    records = [dict(row) for row in rows]
+    for record in records:
+        for key in ("start_time", "last_update"):
+            record[key] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record[key]))
+    if args.json:
+        _out(json.dumps(records, indent=2))
+        return 0
+    columns = ("user_id", "user_name", "session_id", "nas_name", "framed_ip", "start_time")
+    table = [[str(r[c] if r[c] is not None else "-") for c in columns] for r in records]
+    widths = [max([len(c)] + [len(row[i]) for row in table]) for i, c in enumerate(columns)]
+    _out("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in table:
+        _out("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    _out(f"({len(records)} online)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radtrack", description="RADIUS session tracker")
     parser.add_argument("--version", action="version", version=f"radtrack {__version__}")
@@ -122,6 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", choices=("admin", "reseller"), required=True)
     create.add_argument("--reseller-id", type=int)
     create.set_defaults(func=cmd_token_create)
+
+    users = sub.add_parser("users", help="the users table")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    imp = users_sub.add_parser("import", help="upsert users from a CSV file")
+    imp.add_argument("file", help="CSV with a header: user_id,username,reseller_id,max_sessions")
+    imp.add_argument("--config", required=True)
+    imp.set_defaults(func=cmd_users_import)
+
+    sessions = sub.add_parser("sessions", help="list online sessions (reads the database)")
+    sessions.add_argument("--config", required=True)
+    sessions.add_argument("--user", type=int, help="only this user id")
+    sessions.add_argument("--nas", help="only this NAS (its name in the config)")
+    sessions.add_argument("--json", action="store_true", help="JSON instead of a table")
+    sessions.set_defaults(func=cmd_sessions)
     return parser
 
 

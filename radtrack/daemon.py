@@ -31,7 +31,7 @@ from radtrack.sdnotify import Notifier, watchdog_interval
 from radtrack.service import AccountingService
 from radtrack.store import recovery
 from radtrack.store.history import PRUNE, HistoryReader
-from radtrack.store.schema import UPSERT_USER
+from radtrack.store.schema import FREE_USERNAME, UPSERT_USER
 from radtrack.store.writer import Writer, checkpoint
 from radtrack.transport import UdpListener, bind_udp
 
@@ -94,20 +94,20 @@ class Daemon:
     async def upsert_users(self, users: list[User]) -> None:
         # one transaction; shielded so a cancelled HTTP request cannot half-apply it
         await asyncio.shield(
-            self.writer.executemany(
-                UPSERT_USER,
-                [(u.user_id, u.username, u.reseller_id, u.max_sessions) for u in users],
+            self.writer.run(
+                [
+                    # a username moves to its new user id: free it first (it is UNIQUE)
+                    (FREE_USERNAME, [(u.username, u.user_id) for u in users if u.username]),
+                    (
+                        UPSERT_USER,
+                        [(u.user_id, u.username, u.reseller_id, u.max_sessions) for u in users],
+                    ),
+                ]
             )
         )
         for user in users:
             self.users.upsert(user)
-        names = {user.username for user in users if user.username is not None}
-        if names:
-            for session in self.index:
-                if session.user_name in names:
-                    self.index.set_user(
-                        session, self.users.resolve(session.user_name, session.class_hex)
-                    )
+        self._remap({user.username for user in users if user.username is not None})
 
     # -- session control (issue #6) -------------------------------------------------------------
     def device_limit(self, user_id: int) -> int:
@@ -395,6 +395,7 @@ class Daemon:
         radius = replace(
             new.radius, listen=old.radius.listen, receive_buffer=old.radius.receive_buffer
         )
+        self._reload_users()
         self.settings = replace(old, radius=radius, api=replace(old.api, tokens=new.api.tokens))
         if self.service is not None:
             self.service.reconfigure(radius)
@@ -407,6 +408,35 @@ class Daemon:
         logger.info("event=reloaded clients=%d tokens=%d", len(radius.clients), len(new.api.tokens))
         self.notifier.notify("READY=1", self.status_line())
         return True
+
+    def _remap(self, names: set[str]) -> None:
+        """Re-file the online sessions of these User-Names under their (new) user ids, in
+        memory and in SQLite (invariant 3: both agree)."""
+        if not names:
+            return
+        changes = []
+        for session in self.index:
+            if session.user_name in names:
+                user_id = self.users.resolve(session.user_name, session.class_hex)
+                if user_id != session.user_id:
+                    self.index.set_user(session, user_id)
+                    changes.append(SessionChange(ChangeKind.UPDATED, session))
+        if changes:
+            self.writer.submit(changes)
+
+    def _reload_users(self) -> None:
+        """Pick up users written by `radtrack users import` (they went straight to SQLite)."""
+        try:
+            users = recovery.load_users(self.settings.store.path)
+        except Exception as exc:  # a locked or failing database: keep the users we have
+            logger.warning("event=users_reload_failed error=%r", str(exc))
+            return
+        changed = [u for u in users if self.users.get(u.user_id) != u]
+        for user in changed:
+            self.users.upsert(user)
+        if changed:
+            self._remap({u.username for u in changed if u.username is not None})
+            logger.info("event=users_reloaded changed=%d", len(changed))
 
     def status_line(self) -> str:
         stats = self.service.stats if self.service is not None else None

@@ -328,3 +328,92 @@ def test_cli_secret_is_strong() -> None:
         [sys.executable, "-m", "radtrack", "secret"], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert len(out) >= 24
+
+
+def test_users_import_sessions_listing_and_reload(tmp_path: Path, dictionary: Dictionary) -> None:
+    db = tmp_path / "u.db"
+    config = tmp_path / "u.toml"
+    reseller = "reseller-token-for-import"
+    digest = hashlib.sha256(reseller.encode()).hexdigest()
+    config.write_text(
+        config_text(db, clients=["127.0.0.1"], tokens=[TOKEN_A])
+        + f'[[api.tokens]]\nname = "r7"\nsha256 = "{digest}"\nscopes = ["reseller"]\n'
+        + "reseller_id = 7\n"
+    )
+    child = Child(config)
+    try:
+        packet = acct_packet(
+            dictionary,
+            secret=SECRET,
+            User_Name="carol@example.net",
+            Acct_Status_Type="Start",
+            Acct_Session_Id="carol-1",
+            NAS_IP_Address="192.0.2.1",
+        ).RequestPacket()
+        assert exchange(child.udp_port, packet) is not None
+        csv_file = tmp_path / "users.csv"
+        csv_file.write_text("user_id,username,reseller_id\n4711,carol@example.net,7\n")
+        imported = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "radtrack",
+                "users",
+                "import",
+                str(csv_file),
+                "--config",
+                str(config),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert imported.returncode == 0, imported.stderr
+        assert "imported 1 users" in imported.stdout
+        child.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        query = "{ getOnlineSessions(userId: 4711) { sessionId } }"
+        assert graphql(child.http_port, reseller, query)["data"] == {
+            "getOnlineSessions": [{"sessionId": "carol-1"}]
+        }
+        listing = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "radtrack",
+                "sessions",
+                "--config",
+                str(config),
+                "--user",
+                "4711",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        [row] = json.loads(listing)
+        assert row["session_id"] == "carol-1" and row["user_name"] == "carol@example.net"
+        table = subprocess.run(
+            [sys.executable, "-m", "radtrack", "sessions", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "carol-1" in table and "(1 online)" in table
+    finally:
+        log = child.stop()
+    assert "event=users_reloaded changed=1" in log
+
+
+def test_users_import_rejects_a_bad_file(tmp_path: Path) -> None:
+    config = tmp_path / "b.toml"
+    config.write_text(config_text(tmp_path / "b.db", clients=["127.0.0.1"], tokens=[TOKEN_A]))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id,username\nseven,alice\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "radtrack", "users", "import", str(bad), "--config", str(config)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "bad.csv:2" in result.stderr and "'seven'" in result.stderr

@@ -110,6 +110,8 @@ def update_counters(rows: int) -> str:
     )
 
 
+FREE_USERNAME = "UPDATE users SET username = NULL WHERE username = ? AND user_id != ?"
+
 UPSERT_USER = (
     "INSERT INTO users (user_id, username, reseller_id, max_sessions) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (user_id) DO UPDATE SET username = excluded.username, "

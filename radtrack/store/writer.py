@@ -40,6 +40,8 @@ COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 Row = tuple[object, ...]
 # a snapshot of a session and whether every column must be written (else counters only)
 Pending = tuple[Row, bool]
+# one statement and its parameter sets (executemany)
+Step = tuple[str, Sequence[Sequence[Any]]]
 
 
 def _prepare(path: Path, synchronous: str, busy_timeout: float) -> None:
@@ -103,7 +105,7 @@ class Writer:
         self.healthy = True
         self._conn: aiosqlite.Connection | None = None
         self._rows: dict[object, Pending] = {}
-        self._statements: list[tuple[str, Sequence[Sequence[Any]], asyncio.Future[int]]] = []
+        self._statements: list[tuple[list[Step], asyncio.Future[int]]] = []
         self._callbacks: list[Done] = []
         self._committing = 0
         self._wakeup = asyncio.Event()
@@ -159,10 +161,15 @@ class Writer:
 
     async def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> int:
         """Run a statement for every parameter set, all in the next group commit."""
+        return await self.run([(sql, params)])
+
+    async def run(self, steps: list[Step]) -> int:
+        """Run several statements in order inside the next group commit (all or none);
+        returns the rows the last one changed."""
         if self._closing:
             raise StoreError("the writer is closed")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._statements.append((sql, params, future))
+        self._statements.append((steps, future))
         self._idle.clear()
         self._wakeup.set()
         return await future
@@ -225,7 +232,7 @@ class Writer:
     async def _commit(
         self,
         rows: dict[object, Pending],
-        statements: list[tuple[str, Sequence[Sequence[Any]], asyncio.Future[int]]],
+        statements: list[tuple[list[Step], asyncio.Future[int]]],
     ) -> bool:
         conn = self._conn
         assert conn is not None
@@ -250,9 +257,12 @@ class Writer:
                         params.append(row[0])
                         params.extend([row[i] for i in COUNTER_INDEXES])
                     await conn.execute(update_counters(len(chunk)), params)
-                for sql, params, _ in statements:
-                    cursor = await conn.executemany(sql, params)
-                    counts.append(cursor.rowcount)
+                for steps, _ in statements:
+                    count = 0
+                    for sql, params in steps:
+                        cursor = await conn.executemany(sql, params)
+                        count = cursor.rowcount
+                    counts.append(count)
                 await conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self.stats.failures += 1
@@ -267,11 +277,11 @@ class Writer:
                 pass  # no transaction left to roll back
             self.stats.commit_started = None
             error = StoreError(f"commit failed: {exc}")
-            for _, _, future in statements:
+            for _, future in statements:
                 if not future.done():
                     future.set_exception(error)
             return False
-        for (_, _, future), count in zip(statements, counts, strict=True):
+        for (_, future), count in zip(statements, counts, strict=True):
             if not future.done():
                 future.set_result(count)
         elapsed = time.monotonic() - started
