@@ -14,6 +14,7 @@ import signal
 import socket
 import sqlite3
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,7 @@ class Plan:
 def make_plan(dictionary: Dictionary, sessions: int, seed: int) -> Plan:
     rng = random.Random(seed)
     plan = Plan()
-    base = 1_700_000_000
+    base = int(time.time()) - 200  # recent: no session may count as stale meanwhile
     for n in range(sessions):
         sid = f"crash-{seed}-{n}"
         t0 = base + n
