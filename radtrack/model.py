@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class StatusType(enum.IntEnum):
@@ -31,9 +32,11 @@ class CloseReason(enum.StrEnum):
     STALE = "stale"  # no update for longer than the stale limit
 
 
-@dataclass(frozen=True, slots=True)
-class AccountingRequest:
+class AccountingRequest(NamedTuple):
     """One verified Accounting-Request, reduced to what the accounting core needs.
+
+    Immutable (a NamedTuple: as frozen as a frozen dataclass, and built ~5x faster, which
+    matters once per packet).
 
     Times are POSIX seconds, UTC. Counters are already 64-bit (Gigawords combined).
     ``nas_key`` identifies the NAS: the configured client plus NAS-IP-Address (or NAS-Identifier,

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
+import socket
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pyrad.dictionary import Dictionary
 
@@ -63,8 +63,7 @@ NAS_PORT_TYPE = 61
 NAS_IPV6_ADDRESS = 95
 
 
-@dataclass(frozen=True, slots=True)
-class RawPacket:
+class RawPacket(NamedTuple):
     """A structurally valid RADIUS packet: header fields and attributes in wire order.
 
     ``data`` is the packet cut to its Length field (octets past it are padding, RFC 2866 §3).
@@ -195,8 +194,12 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
 
 
+def _int_or_none(value: bytes | None) -> int | None:
+    return int.from_bytes(value, "big") if value is not None and len(value) == 4 else None
+
+
 def _ipv4(value: bytes) -> str | None:
-    return str(ipaddress.IPv4Address(value)) if len(value) == 4 else None
+    return socket.inet_ntoa(value) if len(value) == 4 else None
 
 
 class AccountingDecoder:
@@ -223,78 +226,65 @@ class AccountingDecoder:
             self._shared[text] = shared = text
         return shared
 
-    def request(  # noqa: C901 - one flat branch per attribute type, read top to bottom
+    def request(  # noqa: C901 - one line per attribute, read top to bottom
         self, packet: RawPacket, nas_name: str, source_ip: str, now: float
     ) -> AccountingRequest | None:
         """The AccountingRequest of a verified Accounting-Request; None for a status radtrack
         does not track (e.g. Failed, RFC 2867 tunnel records), which is acknowledged all the same.
         Raises MalformedPacket when Acct-Status-Type or Acct-Session-Id is missing or invalid.
+        An attribute that should appear once but repeats counts by its first instance, as in
+        FreeRADIUS and pyrad.
         """
-        status_raw = None
-        session_id = None
-        user_name = nas_ip = nas_identifier = nas_ipv6 = None
-        class_hex = nas_port_id = nas_port_type = None
-        calling = called = framed_ip = connect_info = terminate = None
-        session_time = interim = event_ts = None
-        delay = 0
-        in_oct = out_oct = in_pkt = out_pkt = None
-        in_giga = out_giga = 0
-        for key, value in packet.attributes:
-            if key == ACCT_STATUS_TYPE:
-                status_raw = _int(value)
-                if status_raw is None:
-                    raise MalformedPacket("Acct-Status-Type is not 4 octets")
-            elif key == ACCT_SESSION_ID:
-                session_id = _text(value)
-            elif key == USER_NAME:
-                user_name = _text(value)
-            elif key == NAS_IP_ADDRESS:
-                nas_ip = _ipv4(value)
-            elif key == NAS_IDENTIFIER:
-                nas_identifier = _text(value)
-            elif key == NAS_IPV6_ADDRESS:
-                if len(value) == 16:
-                    nas_ipv6 = str(ipaddress.IPv6Address(value))
-            elif key == CLASS:
-                class_hex = value.hex()
-            elif key == NAS_PORT_ID:
-                nas_port_id = _text(value)
-            elif key == NAS_PORT_TYPE:
-                number = _int(value)
-                if number is not None:
-                    nas_port_type = self.port_types.get(number, str(number))
-            elif key == CALLING_STATION_ID:
-                calling = _text(value)
-            elif key == CALLED_STATION_ID:
-                called = _text(value)
-            elif key == FRAMED_IP_ADDRESS:
-                framed_ip = _ipv4(value)
-            elif key == CONNECT_INFO:
-                connect_info = _text(value)
-            elif key == ACCT_TERMINATE_CAUSE:
-                number = _int(value)
-                if number is not None:
-                    terminate = self.terminate_causes.get(number, str(number))
-            elif key == ACCT_SESSION_TIME:
-                session_time = _int(value)
-            elif key == ACCT_INTERIM_INTERVAL:
-                interim = _int(value)
-            elif key == EVENT_TIMESTAMP:
-                event_ts = _int(value)
-            elif key == ACCT_DELAY_TIME:
-                delay = _int(value) or 0
-            elif key == ACCT_INPUT_OCTETS:
-                in_oct = _int(value)
-            elif key == ACCT_OUTPUT_OCTETS:
-                out_oct = _int(value)
-            elif key == ACCT_INPUT_PACKETS:
-                in_pkt = _int(value)
-            elif key == ACCT_OUTPUT_PACKETS:
-                out_pkt = _int(value)
-            elif key == ACCT_INPUT_GIGAWORDS:
-                in_giga = _int(value) or 0
-            elif key == ACCT_OUTPUT_GIGAWORDS:
-                out_giga = _int(value) or 0
+        raw = dict(reversed(packet.attributes))  # type -> first value (C speed, one pass)
+        get = raw.get
+        value = get(ACCT_STATUS_TYPE)
+        status_raw = _int(value) if value is not None else None
+        if value is not None and status_raw is None:
+            raise MalformedPacket("Acct-Status-Type is not 4 octets")
+        value = get(ACCT_SESSION_ID)
+        session_id = _text(value) if value is not None else None
+        value = get(USER_NAME)
+        user_name = _text(value) if value is not None else None
+        value = get(NAS_IP_ADDRESS)
+        nas_ip = _ipv4(value) if value is not None else None
+        value = get(NAS_IDENTIFIER)
+        nas_identifier = _text(value) if value is not None else None
+        value = get(NAS_IPV6_ADDRESS)
+        nas_ipv6 = (
+            socket.inet_ntop(socket.AF_INET6, value)
+            if value is not None and len(value) == 16
+            else None
+        )
+        value = get(CLASS)
+        class_hex = value.hex() if value is not None else None
+        value = get(NAS_PORT_ID)
+        nas_port_id = _text(value) if value is not None else None
+        value = get(NAS_PORT_TYPE)
+        number = _int(value) if value is not None else None
+        nas_port_type = self.port_types.get(number, str(number)) if number is not None else None
+        value = get(CALLING_STATION_ID)
+        calling = _text(value) if value is not None else None
+        value = get(CALLED_STATION_ID)
+        called = _text(value) if value is not None else None
+        value = get(FRAMED_IP_ADDRESS)
+        framed_ip = _ipv4(value) if value is not None else None
+        value = get(CONNECT_INFO)
+        connect_info = _text(value) if value is not None else None
+        value = get(ACCT_TERMINATE_CAUSE)
+        number = _int(value) if value is not None else None
+        terminate = (
+            self.terminate_causes.get(number, str(number)) if number is not None else None
+        )
+        session_time = _int_or_none(get(ACCT_SESSION_TIME))
+        interim = _int_or_none(get(ACCT_INTERIM_INTERVAL))
+        event_ts = _int_or_none(get(EVENT_TIMESTAMP))
+        delay = _int_or_none(get(ACCT_DELAY_TIME)) or 0
+        in_oct = _int_or_none(get(ACCT_INPUT_OCTETS))
+        out_oct = _int_or_none(get(ACCT_OUTPUT_OCTETS))
+        in_pkt = _int_or_none(get(ACCT_INPUT_PACKETS))
+        out_pkt = _int_or_none(get(ACCT_OUTPUT_PACKETS))
+        in_giga = _int_or_none(get(ACCT_INPUT_GIGAWORDS)) or 0
+        out_giga = _int_or_none(get(ACCT_OUTPUT_GIGAWORDS)) or 0
         if status_raw is None:
             raise MalformedPacket("no Acct-Status-Type")  # RFC 2866 §5.1: MUST be present
         try:

@@ -28,6 +28,7 @@ class ResponseCache:
         self.capacity = capacity
         # key -> (expiry, reply or IN_FLIGHT); insertion order is expiry order
         self._entries: OrderedDict[Key, tuple[float, bytes | _InFlight]] = OrderedDict()
+        self._writes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -46,17 +47,24 @@ class ResponseCache:
         """The packet is accepted and being written."""
         self._entries[key] = (now + self.ttl, IN_FLIGHT)
         self._entries.move_to_end(key)
-        self._evict(now)
+        self._maybe_evict(now)
 
     def answer(self, key: Key, reply: bytes, now: float) -> None:
         """The packet is committed and answered: replay ``reply`` to its duplicates."""
         self._entries[key] = (now + self.ttl, reply)
         self._entries.move_to_end(key)
-        self._evict(now)
+        self._maybe_evict(now)
 
     def forget(self, key: Key) -> None:
         """The write failed: a retransmission must be processed again."""
         self._entries.pop(key, None)
+
+    def _maybe_evict(self, now: float) -> None:
+        # expired entries go in sweeps every 64 writes (lookup ignores them meanwhile); the
+        # capacity bound holds on every write
+        self._writes += 1
+        if len(self._entries) > self.capacity or not self._writes & 63:
+            self._evict(now)
 
     def _evict(self, now: float) -> None:
         entries = self._entries
