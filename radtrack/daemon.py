@@ -503,7 +503,13 @@ class Daemon:
             action.cancel()
         await self.history.close()
         await self.writer.close(max(0.1, deadline - time.monotonic()))
-        logger.info("event=stopped")
+        stats = self.service.stats if self.service is not None else None
+        logger.info(
+            "event=stopped accepted=%d acknowledged=%d unanswered=%d",
+            stats.accepted if stats else 0,
+            stats.acknowledged if stats else 0,
+            (stats.accepted - stats.acknowledged - stats.dropped["store_failed"]) if stats else 0,
+        )
 
 
 async def run(settings: Settings) -> int:

@@ -94,8 +94,10 @@ class Daemon:
     def __init__(self, config: Path) -> None:
         self.config = config
         self.proc: asyncio.subprocess.Process | None = None
+        self.last_stop = ""
 
     async def start(self) -> None:
+        self.last_stop = ""
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -116,8 +118,9 @@ class Daemon:
 
     async def _consume(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
-        while await self.proc.stderr.readline():
-            pass
+        while line := await self.proc.stderr.readline():
+            if b"event=stopped" in line:
+                self.last_stop = line.decode()
 
     async def kill(self, sig: int) -> int:
         assert self.proc is not None
@@ -250,7 +253,11 @@ async def crash_run(
             if sending.done():
                 break
             await asyncio.sleep(rng.uniform(0, 0.02))
-            await daemon.kill(sig)
+            code = await daemon.kill(sig)
+            if sig == signal.SIGTERM:
+                # a clean stop: everything accepted before intake stopped was answered
+                assert code == 0
+                assert " unanswered=0" in daemon.last_stop, daemon.last_stop
             done_kills += 1
             await daemon.start()
         await asyncio.wait_for(sending, 120)
