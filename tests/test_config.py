@@ -1,0 +1,165 @@
+"""Configuration: parsed once into frozen settings; unknown keys and wrong types name the key
+path and say how to fix it; config.example.toml documents every setting."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from radtrack import config
+from radtrack.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "config.example.toml"
+
+
+def parse(text: str) -> config.Settings:
+    return config.parse(tomllib.loads(text))
+
+
+def error(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    return info.value
+
+
+def test_example_config_loads() -> None:
+    settings = config.load(EXAMPLE)
+    assert settings.radius.clients[0].name == "vpn-gw-1"
+    assert str(settings.radius.listen[0]) == "127.0.0.1:1813"
+    assert settings.store.path == ROOT / "radtrack.db"  # relative to the config file
+    assert settings.store.synchronous == "FULL"  # power-loss safe by default
+    assert [t.name for t in settings.api.tokens] == ["example-admin", "example-reseller"]
+    assert settings.warnings() == []
+
+
+def _keys(settings_type: type, prefix: str) -> set[str]:
+    skip = {"clients", "tokens", "source"}
+    keys = set()
+    for field in dataclasses.fields(settings_type):
+        if field.name in skip:
+            continue
+        if dataclasses.is_dataclass(field.default) and type(field.default).__name__.endswith(
+            "Settings"
+        ):
+            keys |= _keys(type(field.default), f"{prefix}{field.name}.")
+        else:
+            keys.add(f"{prefix}{field.name}")
+    return keys
+
+
+def test_example_documents_every_setting() -> None:
+    text = EXAMPLE.read_text()
+    section = ""
+    documented = set()
+    for line in text.splitlines():
+        header = re.match(r"^\s*#?\s*\[+([a-z_.]+)\]+", line)
+        if header:
+            section = header.group(1)
+            continue
+        key = re.match(r"^\s*#?\s*([a-z_0-9]+)\s*=", line)
+        if key:
+            documented.add(f"{section}.{key.group(1)}")
+    top = _keys(config.Settings, "")
+    clients = {
+        f"radius.clients.{f.name}"
+        for f in dataclasses.fields(config.ClientSettings)
+        if f.name != "network"
+    } | {"radius.clients.address"}
+    tokens = {f"api.tokens.{f.name}" for f in dataclasses.fields(config.TokenSettings)}
+    missing = (top | clients | tokens) - documented
+    assert not missing, f"config.example.toml does not document {sorted(missing)}"
+
+
+def test_settings_are_frozen() -> None:
+    settings = config.load(EXAMPLE)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.store.path = Path("/tmp/x")  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "hint"),
+    [
+        ("[radius]\nlisten = ['127.0.0.1:1813']\nbogus = 1\n", "radius.bogus", "known keys"),
+        ("[stor]\npath = 'x'\n", "stor", "known keys"),
+        ("[store]\npath = 3\n", "store.path", ""),
+        ("[radius]\nlisten = '127.0.0.1:1813'\n", "radius.listen", ""),
+        ("[radius]\nlisten = ['127.0.0.1']\n", "radius.listen[0]", "127.0.0.1:1813"),
+        (
+            "[[radius.clients]]\nname = 'a'\naddress = '10.0.0.300'\nsecret = 's'\n",
+            "radius.clients[0].address",
+            "CIDR",
+        ),
+        (
+            "[[radius.clients]]\nname = 'a'\naddress = '10.0.0.1'\n",
+            "radius.clients[0].secret",
+            "radtrack secret",
+        ),
+        (
+            "[[radius.clients]]\nname = 'a'\naddress = '10.0.0.1'\nsecret = 's'\n"
+            "[[radius.clients]]\nname = 'a'\naddress = '10.0.0.2'\nsecret = 's'\n",
+            "radius.clients[1].name",
+            "unique",
+        ),
+        (
+            "[[api.tokens]]\nname = 'r'\nsha256 = '" + "a" * 64 + "'\nscopes = ['reseller']\n",
+            "api.tokens[0].reseller_id",
+            "reseller_id",
+        ),
+        (
+            "[[api.tokens]]\nname = 'r'\nsha256 = 'abc'\nscopes = ['admin']\n",
+            "api.tokens[0].sha256",
+            "radtrack token create",
+        ),
+        (
+            "[[api.tokens]]\nname = 'r'\nsha256 = '" + "a" * 64 + "'\nscopes = ['root']\n",
+            "api.tokens[0].scopes[0]",
+            "admin or reseller",
+        ),
+        ("[store]\nsynchronous = 'SOMETIMES'\n", "store.synchronous", "FULL"),
+        ("[sessions]\nstale_multiple = 0\n", "sessions.stale_multiple", ""),
+        ("[users]\npattern = '('\n", "users.pattern", ""),
+        ("[users]\nlimit_policy = 'kick-everyone'\n", "users.limit_policy", ""),
+        ("[daemon]\nlog_level = 'LOUD'\n", "daemon.log_level", "DEBUG"),
+        ("[radius]\nqueue_size = true\n", "radius.queue_size", ""),
+    ],
+)
+def test_errors_name_the_key_path_and_hint(text: str, path: str, hint: str) -> None:
+    exc = error(text)
+    assert exc.path == path, str(exc)
+    assert hint in str(exc)
+
+
+def test_ipv6_and_cidr() -> None:
+    settings = parse(
+        "[radius]\nlisten = ['[::1]:1813', '127.0.0.1:0']\n"
+        "[[radius.clients]]\nname = 'pop'\naddress = '2001:db8::/64'\n"
+        "secret = 'a-long-enough-secret'\n"
+    )
+    assert settings.radius.listen[0].host == "::1"
+    assert str(settings.radius.clients[0].network) == "2001:db8::/64"
+
+
+def test_secrets_never_in_repr() -> None:
+    settings = parse(
+        "[[radius.clients]]\nname = 'a'\naddress = '10.0.0.1'\nsecret = 'hunter2-hunter2-x'\n"
+    )
+    assert "hunter2" not in repr(settings)
+
+
+def test_weak_secret_is_a_warning_not_an_error() -> None:
+    settings = parse("[[radius.clients]]\nname = 'a'\naddress = '10.0.0.1'\nsecret = 'short'\n")
+    assert any("shorter than 16 characters" in w for w in settings.warnings())
+
+
+def test_unreadable_or_invalid_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        config.load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[radius\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(bad)
