@@ -54,13 +54,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     gc.set_threshold(50_000, 20, 100)
 
     try:
-        import uvloop
-
-        runner = uvloop.run
+        import uvloop  # the event loop measured in docs/performance.md
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        runner = asyncio.run
+        return asyncio.run(run(settings))
     try:
-        return runner(run(settings))
+        return uvloop.run(run(settings))
     except KeyboardInterrupt:
         return 130
 

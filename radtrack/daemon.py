@@ -70,7 +70,7 @@ class Daemon:
         )
         self.history = HistoryReader(settings.store.path)
         self.disconnector: DisconnectClient | None = None
-        self._actions: set[asyncio.Task[object]] = set()
+        self._actions: set[asyncio.Task[DisconnectResult]] = set()
         self.disconnect_results: Counter[str] = Counter()
         self.service: AccountingService | None = None
         self.listeners: list[UdpListener] = []
@@ -189,11 +189,11 @@ class Daemon:
                 task = asyncio.get_running_loop().create_task(
                     self.disconnect(victim, requested_by=f"limit-policy:{policy}")
                 )
-                self._actions.add(task)  # type: ignore[arg-type]
+                self._actions.add(task)
                 task.add_done_callback(self._action_done)
 
     def _action_done(self, task: asyncio.Task[DisconnectResult]) -> None:
-        self._actions.discard(task)  # type: ignore[arg-type]
+        self._actions.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("event=limit_disconnect_failed error=%r", str(task.exception()))
 

@@ -132,7 +132,7 @@ class DaemonCollector:
 def renderer(daemon: Daemon) -> object:
     """A function rendering the metrics in the Prometheus text format."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DaemonCollector(daemon))  # type: ignore[arg-type]
+    registry.register(DaemonCollector(daemon))
 
     def render() -> bytes:
         return generate_latest(registry)

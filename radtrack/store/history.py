@@ -79,7 +79,7 @@ class HistoryReader:
         sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY start_time DESC, id DESC LIMIT ?"
         params.append(limit + 1)
         async with self._conn.execute(sql, params) as rows:
-            sessions = [Session.from_row(row) async for row in rows]
+            sessions = [Session.from_row(tuple(row)) async for row in rows]
         more = len(sessions) > limit
         sessions = sessions[:limit]
         return sessions, encode_cursor(sessions[-1]) if more and sessions else None

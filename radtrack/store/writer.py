@@ -252,11 +252,11 @@ class Writer:
                 counters = [row for row, full in rows.values() if not full]
                 for start in range(0, len(counters), UPSERT_CHUNK):
                     chunk = counters[start : start + UPSERT_CHUNK]
-                    params: list[object] = []
+                    values: list[object] = []
                     for row in chunk:
-                        params.append(row[0])
-                        params.extend([row[i] for i in COUNTER_INDEXES])
-                    await conn.execute(update_counters(len(chunk)), params)
+                        values.append(row[0])
+                        values.extend([row[i] for i in COUNTER_INDEXES])
+                    await conn.execute(update_counters(len(chunk)), values)
                 for steps, _ in statements:
                     count = 0
                     for sql, params in steps:
