@@ -16,8 +16,10 @@ import signal
 import socket
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from radtrack import config as config_mod
 from radtrack.accounting import Accountant
@@ -34,6 +36,10 @@ from radtrack.store.history import PRUNE, HistoryReader
 from radtrack.store.schema import FREE_USERNAME, UPSERT_USER
 from radtrack.store.writer import Writer, checkpoint
 from radtrack.transport import UdpListener, bind_udp
+
+if TYPE_CHECKING:  # the API is imported only when it is configured (start-up time)
+    from radtrack.api.app import GraphQLApp
+    from radtrack.api.server import EmbeddedServer
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +80,8 @@ class Daemon:
         self.disconnect_results: Counter[str] = Counter()
         self.service: AccountingService | None = None
         self.listeners: list[UdpListener] = []
-        self.http_server: object | None = None
-        self.app: object | None = None
+        self.http_server: EmbeddedServer | None = None
+        self.app: GraphQLApp | None = None
         self.http_address: tuple[str, int] | None = None
         self._http_socket: socket.socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -156,13 +162,12 @@ class Daemon:
             user_id, since=since, until=until, limit=limit, cursor=cursor
         )
 
-    def _enforce_limits(self, changes: object) -> None:
+    def _enforce_limits(self, changes: Sequence[SessionChange]) -> None:
         """After a committed Start: a user over its device limit is reported, and with a
         limit_policy its oldest (or newest) sessions get a Disconnect-Request."""
         policy = self.settings.users.limit_policy
         seen: set[int] = set()
-        for change in changes:  # type: ignore[attr-defined]
-            assert isinstance(change, SessionChange)
+        for change in changes:
             user_id = change.session.user_id
             if change.kind is not ChangeKind.STARTED or user_id is None or user_id in seen:
                 continue
@@ -248,8 +253,9 @@ class Daemon:
             self.listeners.append(listener)
         if self._http_socket is not None:
             await self._start_http(self._http_socket)
+            assert self.app is not None
             # live view (issue #8): committed changes also go to the API's subscriptions
-            self.service.subscribers.append(self.app.events.publish)  # type: ignore[attr-defined]
+            self.service.subscribers.append(self.app.events.publish)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._expire_loop(), name="radtrack-expire"))
         self._tasks.append(loop.create_task(self._checkpoint_loop(), name="radtrack-checkpoint"))
@@ -307,7 +313,7 @@ class Daemon:
         started = time.monotonic()
         closed_limit = self.settings.sessions.closed_cache
 
-        def load() -> tuple[list[object], list[User]]:
+        def load() -> tuple[list[Session], list[User]]:
             return list(recovery.load_sessions(path, closed_limit)), recovery.load_users(path)
 
         sessions, users = await asyncio.to_thread(load)
@@ -315,7 +321,7 @@ class Daemon:
         for user in users:
             self.users.upsert(user)
         for session in sessions:
-            self.accountant.restore(session)  # type: ignore[arg-type]
+            self.accountant.restore(session)
         self.recovered_sessions = len(self.index)
         gc.freeze()  # recovered sessions live long: keep them out of every collection
         logger.info(
@@ -335,7 +341,7 @@ class Daemon:
             self,
             self.settings.api,
             http_ready=lambda: self.started,
-            metrics=renderer(self),  # type: ignore[arg-type]
+            metrics=renderer(self),
         )
         self.app = app
         server = EmbeddedServer(app)
@@ -402,7 +408,7 @@ class Daemon:
         if self.app is not None:
             from radtrack.api.auth import TokenVerifier
 
-            self.app.tokens = TokenVerifier(new.api.tokens)  # type: ignore[attr-defined]
+            self.app.tokens = TokenVerifier(new.api.tokens)
         for warning in new.warnings():
             logger.warning("event=config_warning %s", warning)
         logger.info("event=reloaded clients=%d tokens=%d", len(radius.clients), len(new.api.tokens))
@@ -495,7 +501,7 @@ class Daemon:
             listener.close()
         self.listeners.clear()
         if self.http_server is not None:
-            await self.http_server.stop(max(0.5, deadline - time.monotonic()))  # type: ignore[attr-defined]
+            await self.http_server.stop(max(0.5, deadline - time.monotonic()))
             self.http_server = None
         elif self._http_socket is not None:
             self._http_socket.close()

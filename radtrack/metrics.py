@@ -5,7 +5,7 @@ anyway: nothing is added to the per-packet path. Names follow Prometheus convent
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -119,17 +119,17 @@ class DaemonCollector:
             yield CounterMetricFamily(
                 "radtrack_api_requests",
                 "GraphQL requests answered.",
-                value=app.requests,  # type: ignore[attr-defined]
+                value=app.requests,
             )
             errors = CounterMetricFamily(
                 "radtrack_api_errors", "GraphQL errors by code.", labels=["code"]
             )
-            for code, count in sorted(app.errors.items()):  # type: ignore[attr-defined]
+            for code, count in sorted(app.errors.items()):
                 errors.add_metric([code], count)
             yield errors
 
 
-def renderer(daemon: Daemon) -> object:
+def renderer(daemon: Daemon) -> Callable[[], bytes]:
     """A function rendering the metrics in the Prometheus text format."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DaemonCollector(daemon))

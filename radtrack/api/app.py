@@ -1,8 +1,10 @@
-"""The ASGI app: POST /graphql, GET /healthz, GET /readyz, and nothing else.
+"""The ASGI app: POST /graphql, WebSocket /graphql (subscriptions), GET /healthz, /readyz,
+/metrics, and the dashboard (GET /, /dashboard and its two files), nothing else.
 
-A hand-written dispatcher (no framework): three routes do not need one, and every refusal is
+A hand-written dispatcher (no framework): a few routes do not need one, and every refusal is
 decided from the headers before the body is read, so oversized or unauthenticated requests cost
-almost nothing. Refusals are JSON in the GraphQL error shape, with ``extensions.code``:
+almost nothing. WebSocket upgrades go to subscriptions.LiveEndpoint (graphql-transport-ws).
+Refusals are JSON in the GraphQL error shape, with ``extensions.code``:
 
 ====  ======================  ==================================================================
 405   BAD_REQUEST             not POST (GET queries are off; GET serves the explorer when on)
@@ -23,13 +25,15 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from radtrack.api import explorer
-from radtrack.api.auth import TokenVerifier
+from radtrack.api.auth import Principal, TokenVerifier
 from radtrack.api.backend import Backend
+from radtrack.api.dashboard import StaticFiles
 from radtrack.api.documents import DocumentCache
 from radtrack.api.errors import INTERNAL_MESSAGE, ErrorCode, error_body
 from radtrack.api.handler import GraphQLHandler
 from radtrack.api.limits import BodyTooLarge, Receive, is_json, read_body
 from radtrack.api.resolvers import build_schema
+from radtrack.api.subscriptions import EventHub, LiveEndpoint
 from radtrack.config import ApiSettings
 
 logger = logging.getLogger(__name__)
@@ -57,7 +61,12 @@ class GraphQLApp:
         self.settings = settings
         self.http_ready = http_ready
         self.tokens = TokenVerifier(settings.tokens)
-        self.handler = GraphQLHandler(build_schema(), backend, settings)
+        schema = build_schema()
+        self.handler = GraphQLHandler(schema, backend, settings)
+        # the daemon appends events.publish to its AccountingService's subscribers
+        self.events = EventHub(backend.users)
+        self.live = LiveEndpoint(schema, backend, settings, self._authenticate, self.events)
+        self.static = StaticFiles()
         self.metrics = metrics
         self.requests = 0  # POST /graphql requests answered
         self.errors: Counter[str] = Counter()  # their errors, by extensions.code
@@ -66,16 +75,28 @@ class GraphQLApp:
     def documents(self) -> DocumentCache:
         return self.handler.documents
 
+    def _authenticate(self, authorization: bytes | None) -> Principal | None:
+        return self.tokens.authenticate(authorization)  # the tokens of the last reload
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
-        if scope["type"] != "http":
-            return  # the server runs with ws="none"
         path: str = scope["path"]
+        if scope["type"] == "websocket":
+            if path == GRAPHQL_PATH:
+                await self.live(scope, receive, send)
+            else:
+                await receive()  # websocket.connect
+                await send({"type": "websocket.close", "code": 1008})  # answered 403
+            return
+        if scope["type"] != "http":
+            return
         try:
             if path == GRAPHQL_PATH:
                 await self._graphql(scope, receive, send)
+            elif (page := self.static.get(path)) is not None:
+                await self._page(scope, send, *page)
             elif path == "/metrics" and self.metrics is not None:
                 await _send(send, 200, METRICS_HEADERS, self.metrics())
             elif path == "/healthz":
@@ -144,6 +165,15 @@ class GraphQLApp:
         for error in payload.get("errors") or ():
             self.errors[str(error.get("extensions", {}).get("code", "UNKNOWN"))] += 1
         await send_json(send, status, payload, headers)
+
+    async def _page(self, scope: Scope, send: Send, headers: Headers, body: bytes) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            message = "Use GET"
+            await send_json(
+                send, 405, error_body(ErrorCode.BAD_REQUEST, message), [(b"allow", b"GET")]
+            )
+            return
+        await _send(send, 200, headers, body)
 
     async def _health(self, scope: Scope, send: Send, body: dict[str, Any], *, ok: bool) -> None:
         if scope["method"] not in ("GET", "HEAD"):

@@ -206,7 +206,8 @@ for _field, _name in SESSION_FIELDS.items():
 
 def build_schema() -> GraphQLSchema:
     """The executable schema (schema first: schema.graphql is the source of truth)."""
-    from radtrack.api import control  # registers its fields on query and mutation
+    # importing these registers their fields on query and mutation (dashboard: Query.stats)
+    from radtrack.api import control, dashboard, subscriptions  # noqa: F401
 
     type_defs = load_schema_from_path(SCHEMA_PATH)
     return make_executable_schema(
@@ -215,6 +216,9 @@ def build_schema() -> GraphQLSchema:
         mutation,
         session_type,
         control.history_session_type,
+        subscriptions.subscription_type,
+        subscriptions.session_event_kind,
+        subscriptions.session_event_type,
         datetime_scalar,
         long_scalar,
         convert_names_case=True,

@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import os
 import socket
 from collections.abc import Generator
 from typing import Any
 
 import uvicorn
+import websockets
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +26,8 @@ logger = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
 # How long cancelled requests get to unwind when ``stop`` forces them.
 FORCE_SECONDS = 1.0
+# The largest WebSocket message a client may send (a subscribe message is a few hundred bytes).
+WS_MAX_SIZE = 65_536
 
 
 def bind_tcp(host: str, port: int, *, backlog: int = 2048) -> socket.socket:
@@ -53,6 +57,22 @@ def bind_tcp(host: str, port: int, *, backlog: int = 2048) -> socket.socket:
     return sock
 
 
+class _NoWebSocketDebug(logging.Filter):
+    """websockets, under uvicorn's logger, logs every upgrade header and every frame at DEBUG:
+    Authorization headers and connection_init tokens included. Tokens are never logged."""
+
+    directory = os.path.dirname(websockets.__file__)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO or not record.pathname.startswith(self.directory)
+
+
+def _hide_websocket_debug() -> None:
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _NoWebSocketDebug) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(_NoWebSocketDebug())
+
+
 def _http_protocol() -> str:
     return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
 
@@ -68,13 +88,19 @@ class EmbeddedServer(uvicorn.Server):
             access_log=False,
             loop="none",
             http=_http_protocol(),
-            ws="none",
+            # subscriptions (graphql-transport-ws): websockets' sans-I/O protocol, whose sends
+            # wait while the socket's buffer is full, so a slow reader fills its own bounded
+            # queue (subscriptions.EventHub) and never the process's memory
+            ws="websockets-sansio",
+            ws_max_size=WS_MAX_SIZE,
+            ws_per_message_deflate=False,  # no per-connection compressor on the ingest loop
             interface="asgi3",
             proxy_headers=False,  # X-Forwarded-For is not trusted: nothing here needs the peer
             server_header=False,
             timeout_keep_alive=timeout_keep_alive,
         )
         super().__init__(config)
+        _hide_websocket_debug()
         self._sockets: list[socket.socket] = []
         self._ticker: asyncio.Task[None] | None = None
 
