@@ -101,8 +101,16 @@ log_level = "WARNING"
     def __enter__(self) -> Radtrack:
         began = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "radtrack", "serve", "--config", str(self.config),
-             "--log-level", "INFO"],
+            [
+                sys.executable,
+                "-m",
+                "radtrack",
+                "serve",
+                "--config",
+                str(self.config),
+                "--log-level",
+                "INFO",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -153,17 +161,32 @@ log_level = "WARNING"
 
 
 def loadgen(port: int, secret: str, **options: object) -> dict[str, object]:
-    args = [sys.executable, str(HERE / "loadgen.py"), "--server", f"127.0.0.1:{port}",
-            "--secret", secret, "--json", "--seed", "1"]
+    args = [
+        sys.executable,
+        str(HERE / "loadgen.py"),
+        "--server",
+        f"127.0.0.1:{port}",
+        "--secret",
+        secret,
+        "--json",
+        "--seed",
+        "1",
+    ]
     for key, value in options.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     out = subprocess.run(args, capture_output=True, text=True, timeout=900, check=True).stdout
-    return json.loads(out[out.index("{"):])  # type: ignore[no-any-return]
+    return json.loads(out[out.index("{") :])  # type: ignore[no-any-return]
 
 
 def graphql_load(port: int, **options: object) -> dict[str, object]:
-    args = [sys.executable, str(HERE / "graphql_load.py"), "--url",
-            f"http://127.0.0.1:{port}/graphql", "--token", TOKEN]
+    args = [
+        sys.executable,
+        str(HERE / "graphql_load.py"),
+        "--url",
+        f"http://127.0.0.1:{port}/graphql",
+        "--token",
+        TOKEN,
+    ]
     for key, value in options.items():
         args += [f"--{key}", str(value)]
     out = subprocess.run(args, capture_output=True, text=True, timeout=300, check=True).stdout
@@ -179,8 +202,13 @@ def freeradius_ready() -> bool:
     shutil.rmtree(FR_COPY, ignore_errors=True)
     shutil.copytree(source, FR_COPY)
     subprocess.run(["chmod", "-R", "u+w", str(FR_COPY)], check=True)
-    subprocess.run(["./setup.sh"], cwd=FR_COPY, env={**os.environ, "VARIANTS": "ok sqltuned4"},
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["./setup.sh"],
+        cwd=FR_COPY,
+        env={**os.environ, "VARIANTS": "ok sqltuned4"},
+        check=True,
+        capture_output=True,
+    )
     return (FR_ROOT / "raddb-sqltuned4").is_dir()
 
 
@@ -191,9 +219,10 @@ def freeradius_run(variant: str, **load: object) -> dict[str, object]:
 
     server = fr.start_server(variant)
     try:
-        began = fr.pid_cpu(server.pid)
+        began = fr.pid_cpu(server.pid)["ticks"]
         result = loadgen(1813, "testing123", **load)
-        result["server_cpu_s"] = round(fr.pid_cpu(server.pid) - began, 2)
+        ticks = fr.pid_cpu(server.pid)["ticks"] - began
+        result["server_cpu_s"] = round(ticks / os.sysconf("SC_CLK_TCK"), 2)
         rows = fr.sql_q(variant, "select count(*) from radacct") if variant != "ok" else None
         result["radacct_rows"] = rows
     finally:
@@ -210,7 +239,8 @@ def ingest(db_dir: Path, load: dict[str, object], synchronous: str = "FULL") -> 
         result["commits"] = metrics.get("radtrack_commits_total")
         result["server_acknowledged"] = metrics.get("radtrack_packets_acknowledged_total")
         result["dropped"] = {
-            k.split('"')[1]: v for k, v in metrics.items()
+            k.split('"')[1]: v
+            for k, v in metrics.items()
             if k.startswith("radtrack_packets_dropped_total") and v
         }
         result["rss_mb"] = round(rt.rss_mb(), 1)
@@ -223,91 +253,185 @@ def main() -> None:  # noqa: C901 - one scenario after another
     parser.add_argument("--no-freeradius", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     parser.add_argument("--json", default=str(ROOT / "docs" / "performance.json"))
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the steps already in --json, run the rest"
+    )
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
-    results: dict[str, object] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                  "machine": machine(), "load_before": load_average()}
+    results: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "load_before": load_average(),
+    }
     sessions = 100_000
     packets = int(300_000 * scale)
     mix = {"sessions": sessions, "packets": packets, "workers": 2, "window": 512}
     work = Path(tempfile.mkdtemp(prefix="radtrack-bench-"))
+    saved = Path(args.json)
+    if args.resume and saved.exists():
+        results.update({k: v for k, v in json.loads(saved.read_text()).items() if k not in results})
+
+    def done(key: str) -> bool:
+        """Already measured in the run being resumed."""
+        return args.resume and key in results
+
+    def save() -> None:
+        saved.write_text(json.dumps(results, indent=2))
+
     try:
         print("1/6 durable ingest, radtrack (synchronous=FULL)", flush=True)
         (work / "a").mkdir()
-        results["ingest_full"] = ingest(work / "a", mix)
+        if not done("ingest_full"):
+            results["ingest_full"] = ingest(work / "a", mix)
+            save()
         print("2/6 durable ingest, FreeRADIUS+SQLite (sqltuned4) with the same load", flush=True)
-        if not args.no_freeradius and freeradius_ready():
+        if not args.no_freeradius and not done("freeradius_ok") and freeradius_ready():
             results["freeradius_sqltuned4"] = freeradius_run("sqltuned4", **mix)
             results["freeradius_ok"] = freeradius_run("ok", **mix)
+            save()
         print("3/6 acknowledgement latency at 5,000 packets/s", flush=True)
         (work / "b").mkdir()
-        results["latency_5k"] = ingest(
-            work / "b", {"sessions": sessions, "rate": 5000, "duration": 20 * scale + 5,
-                         "workers": 1}
-        )
+        if not done("latency_5k"):
+            results["latency_5k"] = ingest(
+                work / "b",
+                {"sessions": sessions, "rate": 5000, "duration": 20 * scale + 5, "workers": 1},
+            )
+            save()
         print("4/6 GraphQL: saturation, then 200 req/s beside 5,000 packets/s", flush=True)
-        (work / "c").mkdir()
-        with Radtrack(work / "c") as rt:
-            loadgen(rt.udp, SECRET, sessions=sessions, packets=sessions, workers=2)
-            results["online_for_queries"] = rt.metrics().get("radtrack_sessions_online")
-            users = f"100000-{100000 + sessions // 2 - 1}"
-            results["graphql_saturated"] = graphql_load(
-                rt.http, users=users, connections=32, duration=10 * scale + 2
-            )
-            ingest_proc = subprocess.Popen(
-                [sys.executable, str(HERE / "loadgen.py"), "--server", f"127.0.0.1:{rt.udp}",
-                 "--secret", SECRET, "--json", "--rate", "5000", "--duration",
-                 str(20 * scale + 5), "--sessions", str(sessions), "--seed", "2",
-                 "--workers", "1"],
-                stdout=subprocess.PIPE, text=True,
-            )
-            time.sleep(3)
-            results["graphql_200_with_ingest"] = graphql_load(
-                rt.http, users=users, connections=4, rate=200, duration=15 * scale + 2
-            )
-            out, _ = ingest_proc.communicate(timeout=600)
-            results["ingest_beside_graphql"] = json.loads(out[out.index("{"):])
-            # GraphQL saturated while ingest runs: does intake drop anything?
-            ingest_proc = subprocess.Popen(
-                [sys.executable, str(HERE / "loadgen.py"), "--server", f"127.0.0.1:{rt.udp}",
-                 "--secret", SECRET, "--json", "--rate", "3000", "--duration",
-                 str(15 * scale + 5), "--sessions", str(sessions), "--seed", "3",
-                 "--workers", "1"],
-                stdout=subprocess.PIPE, text=True,
-            )
-            time.sleep(2)
-            results["graphql_saturated_with_ingest"] = graphql_load(
-                rt.http, users=users, connections=64, duration=12 * scale + 2
-            )
-            out, _ = ingest_proc.communicate(timeout=600)
-            results["ingest_beside_saturated_graphql"] = json.loads(out[out.index("{"):])
-            results["drops_beside_graphql"] = {
-                k: v for k, v in rt.metrics().items()
-                if k.startswith("radtrack_packets_dropped_total") and v
-            }
+        if not done("graphql_saturated"):
+            (work / "c").mkdir()
+            with Radtrack(work / "c") as rt:
+                loadgen(rt.udp, SECRET, sessions=sessions, packets=sessions, workers=2)
+                results["online_for_queries"] = rt.metrics().get("radtrack_sessions_online")
+                users = f"100000-{100000 + sessions // 2 - 1}"
+                results["graphql_saturated"] = graphql_load(
+                    rt.http, users=users, connections=32, duration=10 * scale + 2
+                )
+                ingest_proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(HERE / "loadgen.py"),
+                        "--server",
+                        f"127.0.0.1:{rt.udp}",
+                        "--secret",
+                        SECRET,
+                        "--json",
+                        "--rate",
+                        "5000",
+                        "--duration",
+                        str(20 * scale + 5),
+                        "--sessions",
+                        str(sessions),
+                        "--seed",
+                        "2",
+                        "--workers",
+                        "1",
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                time.sleep(3)
+                results["graphql_200_with_ingest"] = graphql_load(
+                    rt.http, users=users, connections=4, rate=200, duration=15 * scale + 2
+                )
+                out, _ = ingest_proc.communicate(timeout=600)
+                results["ingest_beside_graphql"] = json.loads(out[out.index("{") :])
+                # GraphQL saturated while ingest runs: does intake drop anything?
+                ingest_proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(HERE / "loadgen.py"),
+                        "--server",
+                        f"127.0.0.1:{rt.udp}",
+                        "--secret",
+                        SECRET,
+                        "--json",
+                        "--rate",
+                        "3000",
+                        "--duration",
+                        str(15 * scale + 5),
+                        "--sessions",
+                        str(sessions),
+                        "--seed",
+                        "3",
+                        "--workers",
+                        "1",
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                time.sleep(2)
+                results["graphql_saturated_with_ingest"] = graphql_load(
+                    rt.http, users=users, connections=64, duration=12 * scale + 2
+                )
+                out, _ = ingest_proc.communicate(timeout=600)
+                results["ingest_beside_saturated_graphql"] = json.loads(out[out.index("{") :])
+                results["drops_beside_graphql"] = {
+                    k: v
+                    for k, v in rt.metrics().items()
+                    if k.startswith("radtrack_packets_dropped_total") and v
+                }
+            save()
         print("5/6 memory per session and start-up recovery (bench/memory.py)", flush=True)
-        out = subprocess.run(
-            [sys.executable, str(HERE / "memory.py"), "--sessions",
-             str(int(1_000_000 * (0.1 if args.quick else 1))), "--json"],
-            capture_output=True, text=True, timeout=1200, check=True,
-        ).stdout
-        results["memory"] = json.loads(out[out.index("{"):])
+        if not done("memory"):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    str(HERE / "memory.py"),
+                    "--sessions",
+                    str(int(1_000_000 * (0.1 if args.quick else 1))),
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=1200,
+                check=True,
+            ).stdout
+            results["memory"] = json.loads(out[out.index("{") :])
+            save()
         print("6/6 scaling: ingest and query latency at 10k / 100k / 1M online", flush=True)
-        scaling = []
-        for online in (10_000, 100_000, 1_000_000 if not args.quick else 200_000):
-            (work / f"s{online}").mkdir()
-            db = work / f"s{online}" / "bench.db"
-            subprocess.run([sys.executable, str(HERE / "memory.py"), "--sessions", str(online),
-                            "--db", str(db), "--only-db"], check=True, capture_output=True)
-            with Radtrack(work / f"s{online}", db=db) as rt:
-                started = rt.started_in
-                load = loadgen(rt.udp, SECRET, sessions=min(online, 100_000),
-                               packets=int(100_000 * scale), workers=2, window=512)
-                query = graphql_load(rt.http, users=f"1-{online // 2}", connections=8,
-                                     duration=5 * scale + 2)
-                scaling.append({"online": online, "startup_s": round(started, 2),
-                                "ingest": load, "query": query, "rss_mb": rt.rss_mb()})
-        results["scaling"] = scaling
+        if not done("scaling"):
+            scaling = []
+            for online in (10_000, 100_000, 1_000_000 if not args.quick else 200_000):
+                (work / f"s{online}").mkdir()
+                db = work / f"s{online}" / "bench.db"
+                subprocess.run(
+                    [
+                        sys.executable,
+                        str(HERE / "memory.py"),
+                        "--sessions",
+                        str(online),
+                        "--db",
+                        str(db),
+                        "--only-db",
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
+                with Radtrack(work / f"s{online}", db=db) as rt:
+                    started = rt.started_in
+                    load = loadgen(
+                        rt.udp,
+                        SECRET,
+                        sessions=min(online, 100_000),
+                        packets=int(100_000 * scale),
+                        workers=2,
+                        window=512,
+                    )
+                    query = graphql_load(
+                        rt.http, users=f"1-{online // 2}", connections=8, duration=5 * scale + 2
+                    )
+                    scaling.append(
+                        {
+                            "online": online,
+                            "startup_s": round(started, 2),
+                            "ingest": load,
+                            "query": query,
+                            "rss_mb": rt.rss_mb(),
+                        }
+                    )
+            results["scaling"] = scaling
+            save()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["load_after"] = load_average()

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import concurrent.futures
 import itertools
 import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, TypeVar
 
 from radtrack.errors import StoreError
 from radtrack.model import SessionChange
@@ -34,6 +33,7 @@ from radtrack.store.schema import (
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Done = Callable[[bool], None]
 # Upper bounds (seconds) of the commit duration histogram (radtrack_commit_seconds)
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -103,7 +103,13 @@ class Writer:
         self.max_retry_delay = max_retry_delay
         self.stats = WriterStats()
         self.healthy = True
-        self._conn: aiosqlite.Connection | None = None
+        # a plain sqlite3 connection used only on the one thread of ``_executor``: a commit is
+        # one hop to that thread and back (aiosqlite costs a hop per statement, each waiting
+        # for the event loop; docs/performance.md)
+        self._conn: sqlite3.Connection | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="radtrack-writer"
+        )
         self._rows: dict[object, Pending] = {}
         self._statements: list[tuple[list[Step], asyncio.Future[int]]] = []
         self._callbacks: list[Done] = []
@@ -116,19 +122,26 @@ class Writer:
 
     async def open(self) -> None:
         await asyncio.to_thread(_prepare, self.path, self.synchronous, self.busy_timeout)
-        conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
-        try:
-            await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            # interims update rows all over the table: keep its pages in memory (64 MiB)
-            await conn.execute("PRAGMA cache_size = -65536")
-            # checkpoints run on their own connection (checkpoint()), not inside a commit
-            await conn.execute("PRAGMA wal_autocheckpoint = 0")
-            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        except BaseException:
-            await conn.close()
-            raise
-        self._conn = conn
+        self._conn = await self._in_thread(self._connect)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="radtrack-writer")
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
+        )
+        try:
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # interims update rows all over the table: keep its pages in memory (64 MiB)
+            conn.execute("PRAGMA cache_size = -65536")
+            # checkpoints run on their own connection (checkpoint()), not inside a commit
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # -- submitting ---------------------------------------------------------------------------
     @property
@@ -234,36 +247,15 @@ class Writer:
         rows: dict[object, Pending],
         statements: list[tuple[list[Step], asyncio.Future[int]]],
     ) -> bool:
-        conn = self._conn
-        assert conn is not None
         started = time.monotonic()
         self.stats.commit_started = started
-        counts: list[int] = []
         try:
             if rows or statements:
-                await conn.execute("BEGIN IMMEDIATE")
-                # whole rows first (a session's first write is always whole), then counters
-                whole = [row for row, full in rows.values() if full]
-                for start in range(0, len(whole), UPSERT_CHUNK):
-                    chunk = whole[start : start + UPSERT_CHUNK]
-                    await conn.execute(
-                        upsert_sessions(len(chunk)), list(itertools.chain.from_iterable(chunk))
-                    )
-                counters = [row for row, full in rows.values() if not full]
-                for start in range(0, len(counters), UPSERT_CHUNK):
-                    chunk = counters[start : start + UPSERT_CHUNK]
-                    values: list[object] = []
-                    for row in chunk:
-                        values.append(row[0])
-                        values.extend([row[i] for i in COUNTER_INDEXES])
-                    await conn.execute(update_counters(len(chunk)), values)
-                for steps, _ in statements:
-                    count = 0
-                    for sql, params in steps:
-                        cursor = await conn.executemany(sql, params)
-                        count = cursor.rowcount
-                    counts.append(count)
-                await conn.execute("COMMIT")
+                counts = await self._in_thread(
+                    self._write, list(rows.values()), [steps for steps, _ in statements]
+                )
+            else:
+                counts = []
         except sqlite3.Error as exc:
             self.stats.failures += 1
             logger.error(
@@ -271,10 +263,6 @@ class Writer:
                 len(rows),
                 str(exc),
             )
-            try:
-                await conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # no transaction left to roll back
             self.stats.commit_started = None
             error = StoreError(f"commit failed: {exc}")
             for _, future in statements:
@@ -296,6 +284,43 @@ class Writer:
         stats.last_progress = time.monotonic()
         return True
 
+    def _write(self, rows: list[Pending], statements: list[list[Step]]) -> list[int]:
+        """One transaction, on the writer thread: whole rows, counter rows, then statements.
+        Raises sqlite3.Error after rolling back."""
+        conn = self._conn
+        assert conn is not None
+        counts: list[int] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            # whole rows first (a session's first write is always whole), then counters
+            whole = [row for row, full in rows if full]
+            for start in range(0, len(whole), UPSERT_CHUNK):
+                chunk = whole[start : start + UPSERT_CHUNK]
+                conn.execute(
+                    upsert_sessions(len(chunk)), list(itertools.chain.from_iterable(chunk))
+                )
+            counters = [row for row, full in rows if not full]
+            for start in range(0, len(counters), UPSERT_CHUNK):
+                chunk = counters[start : start + UPSERT_CHUNK]
+                values: list[object] = []
+                for row in chunk:
+                    values.append(row[0])
+                    values.extend([row[i] for i in COUNTER_INDEXES])
+                conn.execute(update_counters(len(chunk)), values)
+            for steps in statements:
+                count = 0
+                for sql, params in steps:
+                    count = conn.executemany(sql, params).rowcount
+                counts.append(count)
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # no transaction left to roll back
+            raise
+        return counts
+
     async def close(self, timeout: float | None = None) -> None:
         """Commit what is queued, stop the task, close the connection. Idempotent.
 
@@ -312,7 +337,13 @@ class Writer:
                 logger.error("event=writer_abandoned queued_rows=%d", len(self._rows))
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            await conn.close()
+            # on the writer thread, after any commit still running there
+            closing = asyncio.wrap_future(self._executor.submit(conn.close))
+            try:
+                await asyncio.wait_for(closing, max(self.busy_timeout, 1.0) + 1.0)
+            except TimeoutError:
+                logger.error("event=writer_close_timeout")
+        self._executor.shutdown(wait=False)
 
 
 async def checkpoint(path: Path) -> None:
