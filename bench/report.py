@@ -18,6 +18,58 @@ TARGETS = {
 }
 
 
+ANALYSIS = """
+## Where the time goes, and what would close the gaps
+
+Profiles: `py-spy record --threads --native` on the daemon under `bench/loadgen.py` (100,000
+sessions), and per-thread CPU from `/proc/PID/task/*/stat`. On these two cores the load generator
+takes a share of the CPU too (13-19 us a packet, `bench/README.md`).
+
+**Ingest (targets 1, 2).** radtrack spends about 100 us of CPU per packet on the event-loop
+thread and as much again on the SQLite writer thread (user + kernel), so two cores top out near
+5,000 durable packets/s. The loop thread's share, measured stage by stage on 20,000 Interims
+(`decode` 12 us, Message/Request-Authenticator check 3 us, attribute extraction 12 us, the state
+machine 11 us, reply 3 us, response cache 4 us) is ~45 us of Python; the rest is the two UDP
+syscalls, the per-packet completion callback and building the commit's parameters. The writer's
+share is SQLite: an Interim is a random-row update, and with WAL every updated row dirties one 4 KiB
+page that is written to the WAL at commit and again at checkpoint (`pwrite64` alone is ~13 % of the
+writer's samples); a Start or Stop also rewrites three index entries (~95 us a row against ~12 us
+for a counters-only `UPDATE ... FROM (VALUES ...)`, measured in isolation). Fixed on the way here:
+per-statement thread hops (aiosqlite) -> one hop per commit; per-row parameter binding -> multi-row
+statements (one `sqlite3_step` per 256 rows); upserts of every column for Interims -> counter-only
+updates that touch no index; the 5 ms GIL switch interval; frozen dataclasses and `ipaddress` on
+the hot path; full garbage collections over a million live sessions.
+
+What would close the gap to 15,000/s: (a) move the SQLite writer into a process of its own, fed
+with packed rows, so it stops competing with the event loop for the GIL and the loop thread's
+~100 us is the only per-packet cost on its core; (b) an append-only journal for acknowledgements
+(sequential pages, a fraction of the bytes per packet) with the sessions table rewritten from it in
+large batches, where the page writes amortize (the prototype of issue #4 measured 21-27k/s this
+way); (c) the attribute walk and authenticator checks in C (or Cython) behind the same differential
+tests against pyrad. Latency at 5,000/s follows throughput: at that rate the loop thread is close to
+saturation here, so commits wait behind it; with (a) the p99 target is within reach.
+
+**Queries beside ingest (3b).** getOnlineSessions itself costs ~0.3 ms (3,300 req/s with 32
+connections, target 3a met), but it shares the one event loop with ingest; at 5,000 packets/s that
+loop is nearly saturated, so a query waits behind batches of datagrams. (a) above frees the loop;
+running the API's uvicorn in a second thread or process reading a shared index would too.
+
+**Memory and recovery (4a, 4b).** 894 bytes a session rebuilt from SQLite (464 as built by ingest,
+where the attribute strings are shared with the decoded packets): a slotted `Session` is ~250 bytes
+with its GC header, its six unique strings ~360, two floats 48, the id dict entry ~45 and the
+per-user list ~40. Recovery of 1,000,000 rows takes ~16 s: ~9 us a row to fetch 26 columns from
+SQLite and ~4 us to rebuild and index it, in one thread. Closing: store the id as 12 raw bytes and
+IPv4 addresses as ints (-60 bytes), keep single-session users without a list (-40), and drop
+rarely read columns from the live record (read them from SQLite for history only); load recovery
+in two threads (fetch in one, build in the other: the fetch releases the GIL).
+
+**Scaling at 1,000,000 sessions.** Ingest falls to ~1,200 packets/s because the 300 MB table no
+longer fits the writer's 64 MiB page cache and random updates start reading pages from the OS.
+A larger `cache_size` (memory for speed), or the journal of (b), which needs no random reads on
+the acknowledgement path, would keep the 100k figure.
+"""
+
+
 def _ok(good: bool) -> str:
     return "met" if good else "**not met**"
 
@@ -43,6 +95,15 @@ def write_report(r: dict[str, Any]) -> str:  # noqa: C901 - one section per targ
         "`docs/performance.json`. Load generator: `bench/loadgen.py` (pre-encoded packets,",
         "2 processes, closed loop, correct authenticators; mix 10 % Start, 80 % Interim, 10 % Stop",
         "over 100,000 concurrent sessions); queries: `bench/graphql_load.py`.",
+        *(
+            [
+                "",
+                "Kept from the previous run of the suite on the same machine and day "
+                f"(`--resume`): {', '.join(r['resumed_keys'])}.",
+            ]
+            if r.get("resumed_keys")
+            else []
+        ),
         "",
         "## Targets",
         "",
@@ -138,6 +199,7 @@ def write_report(r: dict[str, Any]) -> str:  # noqa: C901 - one section per targ
                 f"| {row.get('server_cpu_s')} | {row.get('latency_p50_ms')} "
                 f"| {row.get('latency_p99_ms')} |"
             )
+    lines += ANALYSIS.splitlines()
     return "\n".join(lines) + "\n"
 
 
