@@ -59,6 +59,10 @@ class DaemonCollector:
             )
             for reason in DROP_REASONS:
                 dropped.add_metric([reason], stats.dropped.get(reason, 0))
+            # overload the event loop could not even read: the kernel's count for our sockets
+            dropped.add_metric(
+                ["socket_buffer"], sum(lst.kernel_drops() for lst in daemon.listeners)
+            )
             yield dropped
             yield _histogram(
                 "radtrack_ack_latency_seconds",

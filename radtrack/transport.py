@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Callable
 
@@ -53,6 +54,26 @@ class UdpListener:
     def address(self) -> Address:
         host, port = self.sock.getsockname()[:2]
         return host, port
+
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel dropped because this socket's receive buffer was full (the
+        ``drops`` column of /proc/net/udp{,6}): overload that never reached radtrack. Read at
+        scrape time, so it costs the packet path nothing; 0 where /proc is not available."""
+        try:
+            inode = os.fstat(self.sock.fileno()).st_ino
+        except OSError:
+            return 0
+        table = "/proc/net/udp6" if self.sock.family == socket.AF_INET6 else "/proc/net/udp"
+        try:
+            with open(table, encoding="ascii") as lines:
+                next(lines)  # the header
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) >= 13 and fields[9] == str(inode):
+                        return int(fields[-1])
+        except (OSError, ValueError, StopIteration):
+            return 0
+        return 0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()

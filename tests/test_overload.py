@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SECRET, acct_packet, make_settings, send_raw, udp_port
+from tests.httpclient import http
 
 
 @pytest.mark.asyncio
@@ -78,3 +79,34 @@ async def test_burst_beyond_the_queue_is_dropped_counted_and_nothing_acked_is_lo
     dropped = next(n for n in range(len(packets)) if n not in answered)
     reply = await send_raw(port, packets[dropped], timeout=3.0)
     assert reply is not None and reply[0] == 5
+
+
+@pytest.mark.asyncio
+async def test_kernel_drops_of_a_full_socket_buffer_are_counted(
+    daemon_factory: Any, tmp_path: Path, dictionary: Any
+) -> None:
+    # a tiny receive buffer and a paused reader: the kernel drops, /metrics reports it
+    settings = make_settings(tmp_path, radius={"receive_buffer": 4096})
+    daemon = await daemon_factory(settings)
+    listener = daemon.listeners[0]
+    listener.pause()
+    data = acct_packet(
+        dictionary, User_Name="1", Acct_Status_Type="Start", Acct_Session_Id="k"
+    ).RequestPacket()
+
+    def flood() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(2000):
+                sock.sendto(data, ("127.0.0.1", udp_port(daemon)))
+
+    await asyncio.to_thread(flood)
+    assert listener.kernel_drops() > 1000
+    assert daemon.http_address is not None
+    body = (await http(daemon.http_address[1], "GET", "/metrics")).body.decode()
+    line = next(
+        x
+        for x in body.splitlines()
+        if x.startswith('radtrack_packets_dropped_total{reason="socket_buffer"}')
+    )
+    assert float(line.rsplit(" ", 1)[1]) > 1000
+    listener.start()
