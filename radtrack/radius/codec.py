@@ -118,7 +118,7 @@ def decode(data: bytes) -> RawPacket:
     return RawPacket(code, identifier, authenticator, data, attributes)
 
 
-def _zeroed_message_authenticator(packet: RawPacket) -> bytes:
+def zeroed_message_authenticator(packet: RawPacket) -> bytes:
     """The packet's attributes with the Message-Authenticator value replaced by zeros."""
     data = packet.data
     pos = 20
@@ -155,7 +155,7 @@ def verify_request(
         if not ma_values:
             return not require_message_authenticator
         vector = ZERO_AUTH
-    mac = hmac.new(secret, packet.data[:4] + vector + _zeroed_message_authenticator(packet), "md5")
+    mac = hmac.new(secret, packet.data[:4] + vector + zeroed_message_authenticator(packet), "md5")
     return hmac.compare_digest(mac.digest(), ma_values[0])
 
 
@@ -272,9 +272,7 @@ class AccountingDecoder:
         connect_info = _text(value) if value is not None else None
         value = get(ACCT_TERMINATE_CAUSE)
         number = _int(value) if value is not None else None
-        terminate = (
-            self.terminate_causes.get(number, str(number)) if number is not None else None
-        )
+        terminate = self.terminate_causes.get(number, str(number)) if number is not None else None
         session_time = _int_or_none(get(ACCT_SESSION_TIME))
         interim = _int_or_none(get(ACCT_INTERIM_INTERVAL))
         event_ts = _int_or_none(get(EVENT_TIMESTAMP))

@@ -44,6 +44,7 @@ from radtrack.radius.codec import (
     ZERO_AUTH,
     RawPacket,
     decode,
+    zeroed_message_authenticator,
 )
 
 logger = logging.getLogger(__name__)
@@ -132,18 +133,6 @@ def encode_request(identifier: int, secret: bytes, attributes: Attributes) -> by
     return head + authenticator + attrs
 
 
-def _zeroed_message_authenticator(packet: RawPacket) -> bytes:
-    """The attributes of ``packet`` with the (single) Message-Authenticator value zeroed."""
-    data = packet.data
-    pos = 20
-    while pos < len(data):
-        attr_len = data[pos + 1]
-        if data[pos] == MESSAGE_AUTHENTICATOR:
-            return data[20 : pos + 2] + ZERO_AUTH + data[pos + attr_len :]
-        pos += attr_len
-    return data[20:]
-
-
 def verify_reply(request: bytes, data: bytes, secret: bytes, event_time: int) -> RawPacket | None:
     """The reply ``data`` decoded, if it is a genuine answer to ``request``; else None.
 
@@ -169,7 +158,7 @@ def verify_reply(request: bytes, data: bytes, secret: bytes, event_time: int) ->
         if len(ma_values) > 1 or len(ma_values[0]) != 16:
             return None
         mac = hmac.new(
-            secret, packet.data[:4] + request_auth + _zeroed_message_authenticator(packet), "md5"
+            secret, packet.data[:4] + request_auth + zeroed_message_authenticator(packet), "md5"
         ).digest()
         if not hmac.compare_digest(mac, ma_values[0]):
             return None
