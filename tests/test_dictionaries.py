@@ -51,32 +51,38 @@ def test_every_file_has_a_header():
         assert "written for radtrack from the rfc text" in path.read_text().lower(), path.name
 
 
-@pytest.mark.parametrize("attr, name, number", [
-    ("Acct-Status-Type", "Start", 1),
-    ("Acct-Status-Type", "Stop", 2),
-    ("Acct-Status-Type", "Interim-Update", 3),
-    ("Acct-Status-Type", "Accounting-On", 7),
-    ("Acct-Status-Type", "Accounting-Off", 8),
-    ("NAS-Port-Type", "Virtual", 5),
-    ("Acct-Terminate-Cause", "User-Request", 1),
-    ("Acct-Terminate-Cause", "Admin-Reset", 6),
-    ("Error-Cause", "Session-Context-Not-Found", 503),
-])
+@pytest.mark.parametrize(
+    "attr, name, number",
+    [
+        ("Acct-Status-Type", "Start", 1),
+        ("Acct-Status-Type", "Stop", 2),
+        ("Acct-Status-Type", "Interim-Update", 3),
+        ("Acct-Status-Type", "Accounting-On", 7),
+        ("Acct-Status-Type", "Accounting-Off", 8),
+        ("NAS-Port-Type", "Virtual", 5),
+        ("Acct-Terminate-Cause", "User-Request", 1),
+        ("Acct-Terminate-Cause", "Admin-Reset", 6),
+        ("Error-Cause", "Session-Context-Not-Found", 503),
+    ],
+)
 def test_values(d, attr, name, number):
     assert d[attr].values[name] == number.to_bytes(4, "big")
 
 
-@pytest.mark.parametrize("name, code, datatype", [
-    ("Acct-Status-Type", 40, "integer"),
-    ("Acct-Session-Id", 44, "string"),
-    ("Acct-Input-Gigawords", 52, "integer"),
-    ("Event-Timestamp", 55, "date"),
-    ("Message-Authenticator", 80, "octets"),
-    ("NAS-Port-Id", 87, "string"),
-    ("Error-Cause", 101, "integer"),
-    ("Framed-IPv6-Prefix", 97, "ipv6prefix"),
-    ("Framed-IPv6-Address", 168, "ipv6addr"),
-])
+@pytest.mark.parametrize(
+    "name, code, datatype",
+    [
+        ("Acct-Status-Type", 40, "integer"),
+        ("Acct-Session-Id", 44, "string"),
+        ("Acct-Input-Gigawords", 52, "integer"),
+        ("Event-Timestamp", 55, "date"),
+        ("Message-Authenticator", 80, "octets"),
+        ("NAS-Port-Id", 87, "string"),
+        ("Error-Cause", 101, "integer"),
+        ("Framed-IPv6-Prefix", 97, "ipv6prefix"),
+        ("Framed-IPv6-Address", 168, "ipv6addr"),
+    ],
+)
 def test_attributes(d, name, code, datatype):
     assert (d[name].code, d[name].type) == (code, datatype)
 
@@ -110,8 +116,9 @@ def test_accounting_request_round_trip(d):
     received = AcctPacket(packet=raw, dict=d, secret=SECRET)
     assert received.code == AccountingRequest
     assert received.VerifyAcctRequest()
-    assert {name: received[name] for name in attrs} == \
-        {name: [value] for name, value in attrs.items()}
+    assert {name: received[name] for name in attrs} == {
+        name: [value] for name, value in attrs.items()
+    }
 
 
 def test_attribute_codes_and_names_are_unique():
@@ -133,6 +140,5 @@ def test_value_names_and_numbers_are_unique_per_attribute():
         assert attr in attributes, f"VALUE for undefined {attr} at {here}"
         names, values = seen.setdefault(attr, ({}, {}))
         assert name not in names, f"{attr} {name} at {here} and {names[name]}"
-        assert value not in values, \
-            f"{attr} {value} at {here} and {values[value]}"
+        assert value not in values, f"{attr} {value} at {here} and {values[value]}"
         names[name] = values[value] = here
