@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run_all import SECRET, Radtrack  # noqa: E402
+from run_all import SECRET, Radtrack, drops, loadgen  # noqa: E402
 
 
 def main() -> None:
@@ -44,46 +43,14 @@ def main() -> None:
         sampler = threading.Thread(target=sample)
         sampler.start()
         ack_log = Path(tmp) / "acked.tsv"
-        base = [
-            sys.executable,
-            str(HERE / "loadgen.py"),
-            "--server",
-            f"127.0.0.1:{rt.udp}",
-            "--secret",
-            SECRET,
-            "--json",
-            "--sessions",
-            str(args.sessions),
-        ]
-        over = subprocess.run(
-            [
-                *base,
-                "--rate",
-                str(args.rate),
-                "--duration",
-                str(args.seconds),
-                "--workers",
-                "2",
-                "--retries",
-                "0",
-                "--ack-log",
-                str(ack_log),
-                "--seed",
-                "5",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        overload = json.loads(over[over.index("{") :])
+        overload = loadgen(
+            rt.udp, SECRET, sessions=args.sessions, rate=args.rate, duration=args.seconds,
+            workers=2, retries=0, ack_log=ack_log, seed=5,
+        )  # fmt: skip
         metrics = rt.metrics()
-        after = subprocess.run(
-            [*base, "--rate", "2000", "--duration", "10", "--workers", "1", "--seed", "6"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        recovery = json.loads(after[after.index("{") :])
+        recovery = loadgen(
+            rt.udp, SECRET, sessions=args.sessions, rate=2000, duration=10, workers=1, seed=6
+        )
         stop.set()
         sampler.join()
         acked = {line.split("\t")[0] for line in ack_log.read_text().splitlines()}
@@ -100,11 +67,7 @@ def main() -> None:
                         k: overload[k]
                         for k in ("sent", "acked", "lost", "acked_per_s", "latency_p99_ms")
                     },
-                    "server_drops": {
-                        k.split('"')[1]: v
-                        for k, v in metrics.items()
-                        if k.startswith("radtrack_packets_dropped_total") and v
-                    },
+                    "server_drops": drops(metrics),
                     "peak_rss_mb": round(peak, 1),
                     "acked_sessions_missing_from_db": len(missing),
                     "after_the_load_falls": {

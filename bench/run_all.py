@@ -161,21 +161,35 @@ log_level = "WARNING"
 
 
 def loadgen(port: int, secret: str, **options: object) -> dict[str, object]:
-    args = [
-        sys.executable,
-        str(HERE / "loadgen.py"),
-        "--server",
-        f"127.0.0.1:{port}",
-        "--secret",
-        secret,
-        "--json",
-        "--seed",
-        "1",
-    ]
-    for key, value in options.items():
-        args += [f"--{key.replace('_', '-')}", str(value)]
+    args = loadgen_args(port, secret, seed=options.pop("seed", 1), **options)
     out = subprocess.run(args, capture_output=True, text=True, timeout=900, check=True).stdout
     return json.loads(out[out.index("{") :])  # type: ignore[no-any-return]
+
+
+def loadgen_args(port: int, secret: str, **options: object) -> list[str]:
+    args = [sys.executable, str(HERE / "loadgen.py"), "--server", f"127.0.0.1:{port}",
+            "--secret", secret, "--json"]  # fmt: skip
+    for key, value in options.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args
+
+
+def background_loadgen(port: int, **options: object) -> subprocess.Popen[str]:
+    """A load generator running beside another measurement; finish() reads its summary."""
+    return subprocess.Popen(
+        loadgen_args(port, SECRET, **options), stdout=subprocess.PIPE, text=True
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> dict[str, object]:
+    out, _ = proc.communicate(timeout=600)
+    return json.loads(out[out.index("{") :])  # type: ignore[no-any-return]
+
+
+def drops(metrics: dict[str, float]) -> dict[str, float]:
+    """radtrack_packets_dropped_total by reason, the non-zero ones."""
+    prefix = "radtrack_packets_dropped_total"
+    return {k.split('"')[1]: v for k, v in metrics.items() if k.startswith(prefix) and v}
 
 
 def graphql_load(port: int, **options: object) -> dict[str, object]:
@@ -238,11 +252,7 @@ def ingest(db_dir: Path, load: dict[str, object], synchronous: str = "FULL") -> 
         metrics = rt.metrics()
         result["commits"] = metrics.get("radtrack_commits_total")
         result["server_acknowledged"] = metrics.get("radtrack_packets_acknowledged_total")
-        result["dropped"] = {
-            k.split('"')[1]: v
-            for k, v in metrics.items()
-            if k.startswith("radtrack_packets_dropped_total") and v
-        }
+        result["dropped"] = drops(metrics)
         result["rss_mb"] = round(rt.rss_mb(), 1)
     return result
 
@@ -307,70 +317,34 @@ def main() -> None:  # noqa: C901 - one scenario after another
                 results["graphql_saturated"] = graphql_load(
                     rt.http, users=users, connections=32, duration=10 * scale + 2
                 )
-                ingest_proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        str(HERE / "loadgen.py"),
-                        "--server",
-                        f"127.0.0.1:{rt.udp}",
-                        "--secret",
-                        SECRET,
-                        "--json",
-                        "--rate",
-                        "5000",
-                        "--duration",
-                        str(20 * scale + 5),
-                        "--sessions",
-                        str(sessions),
-                        "--seed",
-                        "2",
-                        "--workers",
-                        "1",
-                    ],
-                    stdout=subprocess.PIPE,
-                    text=True,
+                ingest_proc = background_loadgen(
+                    rt.udp,
+                    rate=5000,
+                    duration=20 * scale + 5,
+                    sessions=sessions,
+                    seed=2,
+                    workers=1,
                 )
                 time.sleep(3)
                 results["graphql_200_with_ingest"] = graphql_load(
                     rt.http, users=users, connections=4, rate=200, duration=15 * scale + 2
                 )
-                out, _ = ingest_proc.communicate(timeout=600)
-                results["ingest_beside_graphql"] = json.loads(out[out.index("{") :])
+                results["ingest_beside_graphql"] = finish(ingest_proc)
                 # GraphQL saturated while ingest runs: does intake drop anything?
-                ingest_proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        str(HERE / "loadgen.py"),
-                        "--server",
-                        f"127.0.0.1:{rt.udp}",
-                        "--secret",
-                        SECRET,
-                        "--json",
-                        "--rate",
-                        "3000",
-                        "--duration",
-                        str(15 * scale + 5),
-                        "--sessions",
-                        str(sessions),
-                        "--seed",
-                        "3",
-                        "--workers",
-                        "1",
-                    ],
-                    stdout=subprocess.PIPE,
-                    text=True,
+                ingest_proc = background_loadgen(
+                    rt.udp,
+                    rate=3000,
+                    duration=15 * scale + 5,
+                    sessions=sessions,
+                    seed=3,
+                    workers=1,
                 )
                 time.sleep(2)
                 results["graphql_saturated_with_ingest"] = graphql_load(
                     rt.http, users=users, connections=64, duration=12 * scale + 2
                 )
-                out, _ = ingest_proc.communicate(timeout=600)
-                results["ingest_beside_saturated_graphql"] = json.loads(out[out.index("{") :])
-                results["drops_beside_graphql"] = {
-                    k: v
-                    for k, v in rt.metrics().items()
-                    if k.startswith("radtrack_packets_dropped_total") and v
-                }
+                results["ingest_beside_saturated_graphql"] = finish(ingest_proc)
+                results["drops_beside_graphql"] = drops(rt.metrics())
             save()
         print("5/6 memory per session and start-up recovery (bench/memory.py)", flush=True)
         if not done("memory"):
