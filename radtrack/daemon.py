@@ -409,6 +409,9 @@ class Daemon:
             from radtrack.api.auth import TokenVerifier
 
             self.app.tokens = TokenVerifier(new.api.tokens)
+            revoked = self.app.events.revoke(self.app.tokens.knows)
+            if revoked:
+                logger.info("event=subscriptions_revoked count=%d", revoked)
         for warning in new.warnings():
             logger.warning("event=config_warning %s", warning)
         logger.info("event=reloaded clients=%d tokens=%d", len(radius.clients), len(new.api.tokens))

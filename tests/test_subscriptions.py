@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import socket
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.typing import Subprotocol
 
+from radtrack import config
 from radtrack.api.subscriptions import MAX_SUBSCRIPTIONS
 from radtrack.daemon import Daemon
 from tests.conftest import (
@@ -426,3 +429,38 @@ async def test_stop_ends_every_subscription(daemon: Daemon) -> None:
         assert loop.time() - started < 2.0  # no request or socket left to time out
         assert (await closed_with(ws))[0] == 1012  # "service restart"
     assert len(hub) == 0
+
+
+@pytest.mark.asyncio
+async def test_reload_that_revokes_a_token_ends_its_subscriptions(
+    daemon_factory: Any, tmp_path: Path
+) -> None:
+    keep, drop = "stays-token-0001", "goes-token-0002"
+
+    def write(tokens: list[str]) -> Path:
+        path = tmp_path / "live.toml"
+        lines = ['[radius]\nlisten = ["127.0.0.1:0"]\n', f'[store]\npath = "{tmp_path}/l.db"\n']
+        lines.append('[api]\nlisten = "127.0.0.1:0"\n')
+        for token in tokens:
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            lines.append(
+                f'[[api.tokens]]\nname = "{token[:10]}"\nsha256 = "{digest}"\nscopes = ["admin"]\n'
+            )
+        path.write_text("\n".join(lines))
+        return path
+
+    daemon = await daemon_factory(config.load(write([keep, drop])))
+    async with live(daemon, {"token": drop}) as revoked_ws, live(daemon, {"token": keep}) as ws:
+        await subscribe(revoked_ws, "r")
+        await subscribe(ws, "k")
+        write([keep])
+        assert daemon.reload()
+        message = await receive(revoked_ws)
+        assert message["type"] == "next" and message["id"] == "r"
+        assert message["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        # the connection may not start anything new with the revoked token
+        assert await receive(revoked_ws) == {"type": "complete", "id": "r"}
+        await send(revoked_ws, {"id": "r2", "type": "subscribe", "payload": {"query": EVENTS}})
+        assert (await closed_with(revoked_ws))[0] == 4401
+        await sync(ws)  # the other token's connection is untouched
+    assert len(daemon.app.events) == 0

@@ -65,7 +65,14 @@ class GraphQLApp:
         self.handler = GraphQLHandler(schema, backend, settings)
         # the daemon appends events.publish to its AccountingService's subscribers
         self.events = EventHub(backend.users)
-        self.live = LiveEndpoint(schema, backend, settings, self._authenticate, self.events)
+        self.live = LiveEndpoint(
+            schema,
+            backend,
+            settings,
+            self._authenticate,
+            self.events,
+            still_valid=lambda principal: self.tokens.knows(principal),
+        )
         self.static = StaticFiles()
         self.metrics = metrics
         self.requests = 0  # POST /graphql requests answered

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from radtrack.config import TokenSettings
 from radtrack.index import UserDirectory
@@ -26,6 +26,9 @@ class Principal:
     name: str
     scopes: frozenset[str]
     reseller_id: int | None = None
+    # the digest of the token this principal came from: a reload that removes the token
+    # ends what was authorised with it (open subscriptions included)
+    token_digest: bytes = field(default=b"", repr=False)
 
     @property
     def is_admin(self) -> bool:
@@ -45,8 +48,14 @@ class TokenVerifier:
 
     def __init__(self, tokens: Iterable[TokenSettings]) -> None:
         self._entries = tuple(
-            (t.sha256, Principal(t.name, frozenset(t.scopes), t.reseller_id)) for t in tokens
+            (t.sha256, Principal(t.name, frozenset(t.scopes), t.reseller_id, t.sha256))
+            for t in tokens
         )
+        self._principals = frozenset(principal for _, principal in self._entries)
+
+    def knows(self, principal: Principal) -> bool:
+        """The principal's token (with the same name and scopes) is still configured."""
+        return principal in self._principals
 
     def authenticate(self, authorization: bytes | None) -> Principal | None:
         if not authorization:

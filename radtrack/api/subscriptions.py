@@ -82,6 +82,7 @@ MAX_CONNECTIONS = 100
 INIT_TIMEOUT = 10.0
 
 TOO_SLOW = "Subscription ended: this client was too slow to read its events; subscribe again"
+REVOKED = "Subscription ended: its token is no longer valid"
 UNAUTHORIZED = "Unauthorized: a valid bearer token is required"
 _PRINCIPAL = "radtrack.principal"  # scope keys of one connection
 _CLIENT = "radtrack.client_context"
@@ -127,6 +128,7 @@ class Subscription:
         self.user_id = user_id  # None: every user (admin only)
         self.queue: asyncio.Queue[object] = asyncio.Queue(size)
         self.closed = False
+        self.ended = (ErrorCode.SERVICE_UNAVAILABLE, TOO_SLOW)  # the error a drop ends with
 
     def __aiter__(self) -> Subscription:
         return self
@@ -136,7 +138,7 @@ class Subscription:
             raise StopAsyncIteration
         item = await self.queue.get()
         if item is _DROPPED:
-            raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, TOO_SLOW)
+            raise ApiError(*self.ended)
         assert isinstance(item, SessionEvent)
         return item
 
@@ -144,7 +146,7 @@ class Subscription:
         self.hub.discard(self)
 
     def drop(self) -> None:
-        """Too slow: forget what is queued, end with the error at the next read."""
+        """Too slow (or revoked): forget what is queued, end with ``ended`` at the next read."""
         while not self.queue.empty():
             self.queue.get_nowait()
         self.queue.put_nowait(_DROPPED)
@@ -187,6 +189,19 @@ class EventHub:
             followers.pop(subscription, None)
             if not followers:
                 del self._by_user[subscription.user_id]
+
+    def revoke(self, still_valid: Callable[[Principal], bool]) -> int:
+        """End the subscriptions whose token a reload removed; returns how many."""
+        ended = [
+            subscription
+            for subscription in (*self._everyone, *(s for f in self._by_user.values() for s in f))
+            if not still_valid(subscription.principal)
+        ]
+        for subscription in ended:
+            self.discard(subscription)
+            subscription.ended = (ErrorCode.UNAUTHENTICATED, REVOKED)
+            subscription.drop()
+        return len(ended)
 
     def publish(self, changes: Sequence[SessionChange]) -> None:
         """Queue each change for the subscribers that may see it; never blocks, never raises
@@ -308,9 +323,11 @@ class LiveEndpoint:
         settings: ApiSettings,
         authenticate: Callable[[bytes | None], Principal | None],
         hub: EventHub,
+        still_valid: Callable[[Principal], bool] = lambda _: True,
     ) -> None:
         self.backend = backend
         self.authenticate = authenticate  # reads the app's current tokens (SIGHUP reloads them)
+        self.still_valid = still_valid
         self.hub = hub
         self.max_connections = MAX_CONNECTIONS
         self.max_subscriptions = MAX_SUBSCRIPTIONS
@@ -419,6 +436,9 @@ class _TransportWSHandler(GraphQLTransportWSHandler):
         self, websocket: WebSocket, data: Any, operation_id: str, client_context: ClientContext
     ) -> None:
         if client_context.connection_acknowledged:
+            if not self.endpoint.still_valid(websocket.scope[_PRINCIPAL]):
+                await websocket.close(code=4401, reason=UNAUTHORIZED)  # revoked by a reload
+                return
             if not isinstance(operation_id, str) or not operation_id:
                 await websocket.close(code=4400, reason="A subscribe message needs an id")
                 return
