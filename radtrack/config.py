@@ -108,6 +108,10 @@ class ApiSettings:
     max_cost: int = 5_000
     max_tokens: int = 2_000
     document_cache: int = 512
+    max_websocket_connections: int = 100
+    max_subscriptions_per_connection: int = 10
+    subscription_queue: int = 1_000
+    subscription_init_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +427,16 @@ def _api(t: _Table) -> ApiSettings:
         max_cost=t.positive("max_cost", int, d.max_cost),
         max_tokens=t.positive("max_tokens", int, d.max_tokens),
         document_cache=t.positive("document_cache", int, d.document_cache),
+        max_websocket_connections=t.positive(
+            "max_websocket_connections", int, d.max_websocket_connections
+        ),
+        max_subscriptions_per_connection=t.positive(
+            "max_subscriptions_per_connection", int, d.max_subscriptions_per_connection
+        ),
+        subscription_queue=t.positive("subscription_queue", int, d.subscription_queue),
+        subscription_init_timeout=float(
+            t.positive("subscription_init_timeout", float, d.subscription_init_timeout)
+        ),
     )
     t.done()
     return s

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.typing import Subprotocol
 
 from radtrack import config
-from radtrack.api.subscriptions import MAX_SUBSCRIPTIONS
+from radtrack.config import ApiSettings
 from radtrack.daemon import Daemon
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -361,14 +361,14 @@ async def test_limits(daemon: Daemon, dictionary: Dictionary) -> None:
     endpoint = daemon.app.live  # type: ignore[attr-defined]
     admin = {"token": ADMIN_TOKEN}
     async with live(daemon, admin) as ws:
-        for n in range(MAX_SUBSCRIPTIONS):
+        for n in range(ApiSettings().max_subscriptions_per_connection):
             await subscribe(ws, f"s{n}", n)
         payload = {"query": EVENTS, "variables": {"userId": 1}}
         await send(ws, {"id": "one-too-many", "type": "subscribe", "payload": payload})
         refused = await receive(ws)
         assert refused["type"] == "error" and refused["id"] == "one-too-many"
         assert refused["payload"][0]["message"] == (
-            f"At most {MAX_SUBSCRIPTIONS} subscriptions per connection"
+            f"At most {ApiSettings().max_subscriptions_per_connection} subscriptions per connection"
         )
         await send(ws, {"id": "s3", "type": "complete"})  # one ends: room for another
         await subscribe(ws, "s3-again", 3)

@@ -64,7 +64,7 @@ class GraphQLApp:
         schema = build_schema()
         self.handler = GraphQLHandler(schema, backend, settings)
         # the daemon appends events.publish to its AccountingService's subscribers
-        self.events = EventHub(backend.users)
+        self.events = EventHub(backend.users, settings.subscription_queue)
         self.live = LiveEndpoint(
             schema,
             backend,

@@ -72,14 +72,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 SUBPROTOCOL = "graphql-transport-ws"
-# Events one subscriber may have waiting before it is dropped as too slow.
+# The limits (connections, subscriptions per connection, queue per subscriber, seconds to send
+# connection_init) are [api] settings: max_websocket_connections (more are closed with 1013),
+# max_subscriptions_per_connection, subscription_queue, subscription_init_timeout (then 4408).
 QUEUE_SIZE = 1_000
-# Subscriptions one WebSocket connection may run at once.
-MAX_SUBSCRIPTIONS = 10
-# WebSocket connections the API serves at once; more are closed at once with 1013.
-MAX_CONNECTIONS = 100
-# Seconds a client has to send connection_init (then 4408, as the protocol says).
-INIT_TIMEOUT = 10.0
 
 TOO_SLOW = "Subscription ended: this client was too slow to read its events; subscribe again"
 REVOKED = "Subscription ended: its token is no longer valid"
@@ -329,12 +325,12 @@ class LiveEndpoint:
         self.authenticate = authenticate  # reads the app's current tokens (SIGHUP reloads them)
         self.still_valid = still_valid
         self.hub = hub
-        self.max_connections = MAX_CONNECTIONS
-        self.max_subscriptions = MAX_SUBSCRIPTIONS
+        self.max_connections = settings.max_websocket_connections
+        self.max_subscriptions = settings.max_subscriptions_per_connection
         self.connections = 0
         self.documents = _SubscriptionDocuments(schema, settings)
         self.handler = _TransportWSHandler(
-            self, connection_init_wait_timeout=timedelta(seconds=INIT_TIMEOUT)
+            self, connection_init_wait_timeout=timedelta(seconds=settings.subscription_init_timeout)
         )
         self.handler.configure(
             schema,
