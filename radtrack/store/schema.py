@@ -52,6 +52,11 @@ MIGRATIONS: tuple[str, ...] = (
         max_sessions INTEGER
     );
     """,
+    # 2: recovery scans the table (faster than this index plus a lookup per row), and nothing
+    # else reads it, so every Start and Stop was paying for an index no query used
+    """
+    DROP INDEX IF EXISTS sessions_open;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
