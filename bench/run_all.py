@@ -279,7 +279,10 @@ def main() -> None:  # noqa: C901 - one scenario after another
     work = Path(tempfile.mkdtemp(prefix="radtrack-bench-"))
     saved = Path(args.json)
     if args.resume and saved.exists():
-        results.update({k: v for k, v in json.loads(saved.read_text()).items() if k not in results})
+        kept = {k: v for k, v in json.loads(saved.read_text()).items() if k not in results}
+        kept.pop("resumed_keys", None)
+        results.update(kept)
+        results["resumed_keys"] = sorted(kept)
 
     def done(key: str) -> bool:
         """Already measured in the run being resumed."""
