@@ -27,7 +27,7 @@ takes a share of the CPU too (13-19 us a packet, `bench/README.md`).
 
 **Ingest (targets 1, 2).** radtrack spends about 100 us of CPU per packet on the event-loop
 thread and as much again on the SQLite writer thread (user + kernel), so two cores top out near
-5,000 durable packets/s. The loop thread's share, measured stage by stage on 20,000 Interims
+6,000 durable packets/s. The loop thread's share, measured stage by stage on 20,000 Interims
 (`decode` 12 us, Message/Request-Authenticator check 3 us, attribute extraction 12 us, the state
 machine 11 us, reply 3 us, response cache 4 us) is ~45 us of Python; the rest is the two UDP
 syscalls, the per-packet completion callback and building the commit's parameters. The writer's
