@@ -134,6 +134,7 @@ class AccountingService:
             )
 
     def on_datagram(self, listener: UdpListener, data: bytes, addr: Address) -> None:
+        received = time.monotonic()  # the ack latency counts from here
         stats = self.stats
         stats.received += 1
         peer = addr[0]
@@ -194,7 +195,6 @@ class AccountingService:
             changes = self.accountant.handle(request)
         self.cache.begin(key, now)
         reply = codec.encode_reply(packet, client.secret)
-        received = time.monotonic()
 
         def done(ok: bool) -> None:
             if not ok:
