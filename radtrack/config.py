@@ -85,6 +85,7 @@ class StoreSettings:
     synchronous: str = "FULL"
     max_batch: int = 10_000
     busy_timeout: float = 1.0
+    cache_mb: int = 256
     retention_days: int = 0  # closed sessions older than this are pruned; 0 keeps them all
     history_page_max: int = 500
 
@@ -370,6 +371,7 @@ def _store(t: _Table, base: Path | None) -> StoreSettings:
         synchronous=sync,
         max_batch=t.positive("max_batch", int, d.max_batch),
         busy_timeout=float(t.positive("busy_timeout", float, d.busy_timeout)),
+        cache_mb=t.positive("cache_mb", int, d.cache_mb),
         retention_days=t.positive("retention_days", int, d.retention_days, zero=True),
         history_page_max=t.positive("history_page_max", int, d.history_page_max),
     )

@@ -73,6 +73,7 @@ class Daemon:
             synchronous=settings.store.synchronous,
             max_batch=settings.store.max_batch,
             busy_timeout=settings.store.busy_timeout,
+            cache_mb=settings.store.cache_mb,
         )
         self.history = HistoryReader(settings.store.path)
         self.disconnector: DisconnectClient | None = None

@@ -92,6 +92,7 @@ class Writer:
         synchronous: str = "FULL",
         max_batch: int = 10_000,
         busy_timeout: float = 1.0,
+        cache_mb: int = 256,
         retry_delay: float = 0.2,
         max_retry_delay: float = 2.0,
     ) -> None:
@@ -99,6 +100,7 @@ class Writer:
         self.synchronous = synchronous
         self.max_batch = max_batch
         self.busy_timeout = busy_timeout
+        self.cache_mb = cache_mb
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
         self.stats = WriterStats()
@@ -131,8 +133,8 @@ class Writer:
         )
         try:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            # interims update rows all over the table: keep its pages in memory (64 MiB)
-            conn.execute("PRAGMA cache_size = -65536")
+            # interims update rows all over the table: keep its pages in memory
+            conn.execute(f"PRAGMA cache_size = -{self.cache_mb * 1024}")
             # checkpoints run on their own connection (checkpoint()), not inside a commit
             conn.execute("PRAGMA wal_autocheckpoint = 0")
         except BaseException:
