@@ -59,12 +59,21 @@ class Accountant:
     def handle(self, request: AccountingRequest) -> list[SessionChange]:
         status = request.status
         if status is StatusType.INTERIM_UPDATE:
-            return self._interim(request)
-        if status is StatusType.START:
-            return self._start(request)
-        if status is StatusType.STOP:
-            return self._stop(request)
-        return self._nas_restart(request)
+            changes = self._interim(request)
+        elif status is StatusType.START:
+            changes = self._start(request)
+        elif status is StatusType.STOP:
+            changes = self._stop(request)
+        else:
+            return self._nas_restart(request)
+        seen = request.received_at or request.event_time
+        for change in changes:
+            session = change.session
+            # never backwards: a late Start (older event time) is no news of the session
+            session.last_seen = (
+                seen if change.kind is ChangeKind.STARTED else max(session.last_seen, seen)
+            )
+        return changes
 
     def _lookup(self, request: AccountingRequest) -> tuple[str, Session | None]:
         sid = session_key(request.nas_key, request.session_id, request.class_hex)
@@ -233,8 +242,12 @@ class Accountant:
         self.index.add_online(session)
 
     # -- recovery and timers -------------------------------------------------------------------
-    def restore(self, session: Session) -> None:
-        """Put a session loaded from the database back into the live state (start-up)."""
+    def restore(self, session: Session, now: float | None = None) -> None:
+        """Put a session loaded from the database back into the live state (start-up). With
+        ``now``, an open session counts as seen then: the stale rule gives it a full interval
+        to report, however long radtrack was down."""
+        if now is not None:
+            session.last_seen = now
         if session.online:
             self._open(session)
         else:
@@ -246,7 +259,7 @@ class Accountant:
 
     def _deadline(self, session: Session) -> float:
         interval = session.interim_interval or self.default_interim_interval
-        return session.last_update + interval * self.stale_multiple
+        return session.last_seen + interval * self.stale_multiple
 
     def expire(
         self, now: float, limit: int = 10_000, budget: int | None = None

@@ -321,8 +321,9 @@ class Daemon:
         await self.history.open()
         for user in users:
             self.users.upsert(user)
+        now = time.time()
         for session in sessions:
-            self.accountant.restore(session)
+            self.accountant.restore(session, now)
         self.recovered_sessions = len(self.index)
         gc.freeze()  # recovered sessions live long: keep them out of every collection
         logger.info(

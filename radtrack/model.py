@@ -64,6 +64,8 @@ class AccountingRequest(NamedTuple):
     output_packets: int | None = None
     terminate_cause: str | None = None
     interim_interval: int | None = None
+    # when radtrack received it (POSIX seconds); 0: unknown, the event time stands in
+    received_at: float = 0.0
 
 
 def session_key(nas_key: str, session_id: str, class_hex: str | None) -> str:
@@ -137,6 +139,7 @@ class Session:
         "interim_interval",
         "start_seen",
         "disconnecting",
+        "last_seen",
     )
 
     def __init__(
@@ -196,6 +199,9 @@ class Session:
         self.interim_interval = interim_interval
         self.start_seen = start_seen
         self.disconnecting = False
+        # when radtrack last heard of it (its clock, not the NAS's): the stale rule uses this,
+        # so a NAS whose clock is off, or a backlog of old packets, does not look stale at once
+        self.last_seen = last_update
 
     @property
     def online(self) -> bool:
@@ -276,6 +282,7 @@ class Session:
         ) = row  # type: ignore[assignment]
         session.start_seen = bool(start_seen)
         session.disconnecting = False
+        session.last_seen = session.last_update  # recovery resets it to the start-up time
         return session
 
 

@@ -627,3 +627,33 @@ def test_expire_with_a_budget_spreads_one_pass_over_several_calls() -> None:
     closed = [len(acct.expire(later, budget=4)) for _ in range(3)]
     assert closed == [4, 4, 2]  # one pass of 10 sessions, 4 at a time
     assert len(index) == 0
+
+
+def test_stale_rule_counts_from_arrival_not_from_the_nas_clock() -> None:
+    # a NAS whose clock is a year behind (or a backlog of old packets): not stale on arrival
+    index = SessionIndex()
+    acct = Accountant(index, UserDirectory(), default_interim_interval=600, stale_multiple=3.0)
+    now = 1_760_000_000.0
+    acct.handle(
+        AccountingRequest(
+            status=StatusType.START,
+            nas_key="nas/192.0.2.1",
+            nas_name="nas",
+            nas_ip="192.0.2.1",
+            session_id="old-clock",
+            event_time=now - 365 * 86_400,
+            received_at=now,
+        )
+    )
+    assert acct.expire(now + 1799) == []
+    [change] = acct.expire(now + 1800)
+    assert change.session.stop_time == now - 365 * 86_400  # the last time the NAS reported
+
+
+def test_recovery_gives_open_sessions_a_full_interval() -> None:
+    index = SessionIndex()
+    acct = Accountant(index, UserDirectory(), default_interim_interval=600, stale_multiple=3.0)
+    session = Session("r1", "nas/192.0.2.1", "nas", "192.0.2.1", "s", 1_000.0, 1_000.0)
+    acct.restore(session, now=1_760_000_000.0)  # radtrack was down for a long time
+    assert acct.expire(1_760_000_000.0 + 1799) == []
+    assert len(acct.expire(1_760_000_000.0 + 1800)) == 1

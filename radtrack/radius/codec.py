@@ -322,4 +322,5 @@ class AccountingDecoder:
             output_packets=out_pkt,
             terminate_cause=terminate,
             interim_interval=interim,
+            received_at=now,
         )
