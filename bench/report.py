@@ -57,7 +57,7 @@ running the API's uvicorn in a second thread or process reading a shared index w
 **Memory and recovery (4a, 4b).** 894 bytes a session rebuilt from SQLite (464 as built by ingest,
 where the attribute strings are shared with the decoded packets): a slotted `Session` is ~250 bytes
 with its GC header, its six unique strings ~360, two floats 48, the id dict entry ~45 and the
-per-user list ~40. Recovery of 1,000,000 rows takes ~16 s: ~9 us a row to fetch 26 columns from
+per-user list ~40. Recovery of 1,000,000 rows takes 16-19 s: ~9 us a row to fetch 26 columns from
 SQLite and ~4 us to rebuild and index it, in one thread. Closing: store the id as 12 raw bytes and
 IPv4 addresses as ints (-60 bytes), keep single-session users without a list (-40), and drop
 rarely read columns from the live record (read them from SQLite for history only); load recovery
