@@ -64,6 +64,11 @@ class DaemonCollector:
                 ["socket_buffer"], sum(lst.kernel_drops() for lst in daemon.listeners)
             )
             yield dropped
+            yield CounterMetricFamily(
+                "radtrack_replies_send_failed",
+                "Accounting-Responses the socket refused (the NAS retransmits; the cache answers).",
+                value=sum(lst.send_errors for lst in daemon.listeners),
+            )
             yield _histogram(
                 "radtrack_ack_latency_seconds",
                 "From reading an Accounting-Request to sending its response.",

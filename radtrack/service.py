@@ -90,7 +90,6 @@ class Stats:
         self.ignored_status = 0  # e.g. Acct-Status-Type Failed: acknowledged, not tracked
         self.dropped: Counter[str] = Counter()
         self.ack_latency_sum = 0.0
-        self.ack_latency_max = 0.0
 
 
 class AccountingService:
@@ -207,8 +206,6 @@ class AccountingService:
             stats.acknowledged += 1
             stats.ack_latency_sum += latency
             stats.ack_buckets[bisect.bisect_left(ACK_BUCKETS, latency)] += 1
-            if latency > stats.ack_latency_max:
-                stats.ack_latency_max = latency
             if changes:
                 self._publish(changes)
 

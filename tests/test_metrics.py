@@ -51,6 +51,7 @@ async def test_metrics_parse_and_move_with_packets(daemon: Daemon, dictionary: A
     assert after[("radtrack_commits_total", ())] >= 1
     assert after[("radtrack_commit_seconds_count", ())] >= 1
     assert after[("radtrack_database_healthy", ())] == 1
+    assert after[("radtrack_replies_send_failed_total", ())] == 0
     assert after[("radtrack_api_requests_total", ())] == 2
     assert after[("radtrack_api_errors_total", (("code", "UNAUTHENTICATED"),))] == 1
     labels = {value for (_, pairs) in after for _, value in pairs}

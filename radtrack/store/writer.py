@@ -63,8 +63,6 @@ class WriterStats:
         "rows",
         "failures",
         "last_batch",
-        "last_commit_seconds",
-        "last_progress",
         "commit_started",
         "commit_buckets",
         "commit_seconds_sum",
@@ -75,8 +73,6 @@ class WriterStats:
         self.rows = 0
         self.failures = 0
         self.last_batch = 0
-        self.last_commit_seconds = 0.0
-        self.last_progress = time.monotonic()
         self.commit_started: float | None = None  # monotonic time the running commit began
         self.commit_buckets = [0] * (len(COMMIT_BUCKETS) + 1)
         self.commit_seconds_sum = 0.0
@@ -280,10 +276,8 @@ class Writer:
         stats.commits += 1
         stats.rows += len(rows)
         stats.last_batch = len(rows)
-        stats.last_commit_seconds = elapsed
         stats.commit_seconds_sum += elapsed
         stats.commit_buckets[bisect.bisect_left(COMMIT_BUCKETS, elapsed)] += 1
-        stats.last_progress = time.monotonic()
         return True
 
     def _write(self, rows: list[Pending], statements: list[list[Step]]) -> list[int]:
