@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -22,6 +21,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from run_all import SECRET, Radtrack, drops, loadgen  # noqa: E402
+
+from radtrack.store import journal  # noqa: E402
 
 
 def main() -> None:
@@ -54,8 +55,8 @@ def main() -> None:
         stop.set()
         sampler.join()
         acked = {line.split("\t")[0] for line in ack_log.read_text().splitlines()}
-        conn = sqlite3.connect(rt.db)
-        stored = {row[0] for row in conn.execute("SELECT session_id FROM sessions")}
+        conn = journal.open_current(rt.db)
+        stored = {row[0] for row in conn.execute("SELECT session_id FROM current_sessions")}
         conn.close()
         missing = acked - stored
         print(

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from radtrack import __version__, logs
 from radtrack.config import load
 from radtrack.errors import ConfigError
+from radtrack.store import journal
 
 
 def _out(text: str) -> None:
@@ -200,7 +201,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         where.append("nas_name = ?")
         params.append(args.nas)
     try:
-        conn = sqlite3.connect(f"file:{settings.store.path}?mode=ro", uri=True, timeout=5)
+        # what the daemon acknowledged: sessions plus the journal's rows not yet folded in
+        conn = journal.open_current(settings.store.path)
     except sqlite3.Error as exc:
         _err(f"radtrack: cannot open {settings.store.path}: {exc}")
         return 1
@@ -209,7 +211,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         rows = conn.execute(
             "SELECT id, session_id, user_id, user_name, nas_name, nas_ip, framed_ip, "
             "calling_station_id, start_time, last_update, input_octets, output_octets "
-            f"FROM sessions WHERE {' AND '.join(where)} ORDER BY start_time",
+            f"FROM current_sessions WHERE {' AND '.join(where)} ORDER BY start_time",
             params,
         ).fetchall()
     except sqlite3.Error as exc:

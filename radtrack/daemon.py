@@ -159,6 +159,9 @@ class Daemon:
         limit: int,
         cursor: str | None,
     ) -> tuple[list[Session], str | None]:
+        # the history reads ``sessions``: fold the journal first, so every acknowledged packet
+        # is in what it reads
+        await self.writer.sync()
         return await self.history.page(
             user_id, since=since, until=until, limit=limit, cursor=cursor
         )
@@ -327,10 +330,12 @@ class Daemon:
         self.recovered_sessions = len(self.index)
         gc.freeze()  # recovered sessions live long: keep them out of every collection
         logger.info(
-            "event=recovered sessions_online=%d closed_kept=%d users=%d seconds=%.2f",
+            "event=recovered sessions_online=%d closed_kept=%d users=%d journal_rows=%d "
+            "seconds=%.2f",
             len(self.index),
             len(sessions) - len(self.index),
             len(users),
+            self.writer.stats.recovered_journal_rows,
             time.monotonic() - started,
         )
 

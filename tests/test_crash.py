@@ -12,7 +12,6 @@ import asyncio
 import random
 import signal
 import socket
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from pathlib import Path
 import pytest
 from pyrad.dictionary import Dictionary
 from pyrad.packet import AcctPacket
+
+from radtrack.store import journal
 
 SECRET = "crash-test-secret-0123"
 
@@ -201,16 +202,16 @@ def _resign(data: bytes) -> bytes:
 
 
 def check_database(db: Path, nas: Nas, plan: Plan) -> None:
-    conn = sqlite3.connect(db)
+    conn = journal.open_current(db)  # after a SIGKILL the journal may hold unfolded rows
     try:
         rows = {
             r[0]: r
             for r in conn.execute(
                 "SELECT session_id, start_time, last_update, stop_time, close_reason, input_octets"
-                " FROM sessions"
+                " FROM current_sessions"
             )
         }
-        (count,) = conn.execute("SELECT count(*) FROM sessions").fetchone()
+        (count,) = conn.execute("SELECT count(*) FROM current_sessions").fetchone()
     finally:
         conn.close()
     assert count == len(rows), "a session was stored twice"

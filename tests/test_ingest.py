@@ -18,6 +18,8 @@ import pytest_asyncio
 from pyrad.packet import AccountingResponse
 
 from radtrack.daemon import Daemon, StartupError
+from radtrack.errors import StoreError
+from radtrack.store import journal
 from tests.conftest import (
     SECRET,
     acct_packet,
@@ -32,10 +34,12 @@ NO_API = {"listen": ""}
 
 
 def rows(db: Path, where: str = "1") -> list[sqlite3.Row]:
-    conn = sqlite3.connect(db)
+    conn = journal.open_current(db)  # sessions plus the journal's rows not yet folded in
     conn.row_factory = sqlite3.Row
     try:
-        return conn.execute(f"SELECT * FROM sessions WHERE {where} ORDER BY start_time").fetchall()
+        return conn.execute(
+            f"SELECT * FROM current_sessions WHERE {where} ORDER BY start_time"
+        ).fetchall()
     finally:
         conn.close()
 
@@ -437,7 +441,8 @@ async def test_busy_port_is_a_clear_startup_error(daemon_factory: Any, tmp_path:
 
 
 async def _lock_database(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    """Another process holds the journal (the file every acknowledgement is written to)."""
+    conn = sqlite3.connect(journal.journal_path(path), isolation_level=None)
     conn.execute("BEGIN EXCLUSIVE")
     return conn
 
@@ -463,6 +468,36 @@ async def test_locked_database_means_no_answer_until_it_recovers(
     assert reply is not None and reply[0] == 5
     assert [r["session_id"] for r in rows(settings.store.path)] == ["during-lock"]
     assert daemon.readiness()["database"] is True
+
+
+@pytest.mark.asyncio
+async def test_locked_main_database_delays_only_the_fold(
+    daemon_factory: Any, tmp_path: Path, dictionary: Any
+) -> None:
+    # packets are acknowledged once they are in the journal; a lock on the main database (a
+    # backup tool, a sqlite3 shell left open) only holds back the fold into sessions
+    settings = make_settings(tmp_path, api=NO_API, store={"busy_timeout": 0.1})
+    daemon = await daemon_factory(settings)
+    port = udp_port(daemon)
+    lock = sqlite3.connect(settings.store.path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        data = start_packet(dictionary, session="main-locked").RequestPacket()
+        reply = await send_raw(port, data, timeout=3.0)
+        assert reply is not None and reply[0] == 5
+        with pytest.raises(StoreError):
+            await daemon.writer.sync()  # the fold cannot run while the lock is held
+        assert daemon.readiness()["database"] is True
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    await daemon.writer.sync()
+    conn = sqlite3.connect(settings.store.path)
+    try:
+        folded = conn.execute("SELECT session_id FROM sessions").fetchall()
+    finally:
+        conn.close()
+    assert folded == [("main-locked",)]
 
 
 @pytest.mark.asyncio

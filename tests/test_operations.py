@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from pyrad.dictionary import Dictionary
 
+from radtrack.store import journal
 from tests.conftest import acct_packet
 
 SECRET = "operations-secret-0123"
@@ -164,7 +165,7 @@ def test_sd_notify_ready_watchdog_stopping(
         assert first.count("WATCHDOG=1") >= 3  # every 0.2 s while healthy
 
         # a commit that hangs on a lock held elsewhere: the watchdog pings stop
-        lock = sqlite3.connect(db, isolation_level=None)
+        lock = sqlite3.connect(journal.journal_path(db), isolation_level=None)
         lock.execute("BEGIN EXCLUSIVE")
         try:
             assert exchange(child.udp_port, start(dictionary, "stuck"), timeout=0.2) is None

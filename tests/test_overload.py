@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from radtrack.store import journal
 from tests.conftest import SECRET, acct_packet, make_settings, send_raw, udp_port
 from tests.httpclient import http
 
@@ -69,9 +69,9 @@ async def test_burst_beyond_the_queue_is_dropped_counted_and_nothing_acked_is_lo
     assert stats.dropped["queue_full"] > 0  # the excess was refused, not queued without bound
     assert stats.acknowledged == len(answered) > 0
     assert stats.received == stats.accepted + sum(stats.dropped.values()) + stats.duplicates
-    conn = sqlite3.connect(settings.store.path)
+    conn = journal.open_current(settings.store.path)
     try:
-        stored = {row[0] for row in conn.execute("SELECT session_id FROM sessions")}
+        stored = {row[0] for row in conn.execute("SELECT session_id FROM current_sessions")}
     finally:
         conn.close()
     assert {f"burst-{n}" for n in answered} <= stored  # nothing answered is lost

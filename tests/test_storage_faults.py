@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from radtrack.daemon import Daemon, StartupError
+from radtrack.store import journal
 from tests.conftest import acct_packet, make_settings, send_raw, udp_port
 from tests.httpclient import http
 
@@ -60,9 +60,9 @@ async def readyz(daemon: Daemon) -> int:
 
 
 def stored(db: Path) -> set[str]:
-    conn = sqlite3.connect(db)
+    conn = journal.open_current(db)
     try:
-        return {row[0] for row in conn.execute("SELECT session_id FROM sessions")}
+        return {row[0] for row in conn.execute("SELECT session_id FROM current_sessions")}
     finally:
         conn.close()
 

@@ -29,7 +29,7 @@ def test_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
         assert "sessions_open" in indexes(conn)
         assert migrate(conn) == 1
         (version,) = conn.execute("PRAGMA user_version").fetchone()
-        assert version == SCHEMA_VERSION == 2
+        assert version == SCHEMA_VERSION == 3
         assert "sessions_open" not in indexes(conn)
         assert conn.execute("SELECT session_id FROM sessions").fetchall() == [("s",)]
         assert migrate(conn) == SCHEMA_VERSION  # idempotent

@@ -57,6 +57,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     DROP INDEX IF EXISTS sessions_open;
     """,
+    # 3: commits append to a journal of their own (store/journal.py); this is the last journal
+    # row that ``sessions`` holds
+    """
+    CREATE TABLE journal_mark (seq INTEGER NOT NULL);
+    INSERT INTO journal_mark (seq) VALUES (0);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

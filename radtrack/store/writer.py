@@ -1,11 +1,16 @@
-"""The single writer: owns the SQLite write connection and commits in groups.
+"""The single writer: owns the SQLite write connections and commits in groups.
 
-Callers ``submit`` session rows and a completion callback; the writer task takes everything queued
-since the last commit into one transaction (group commit), commits, and only then calls the
-callbacks with ``True`` (DESIGN.md invariant 1: no ack before the write is durable). When a commit
-fails (disk full, read-only, locked) the callbacks get ``False`` (no reply goes out, the NAS
-retransmits), the rows stay queued, and the writer retries with backoff until the disk recovers,
-so the memory index and SQLite converge again (invariant 3).
+Callers ``submit`` session snapshots and a completion callback; the writer task takes everything
+queued since the last commit into one transaction (group commit) that appends the snapshots to
+the journal (store/journal.py), commits, and only then calls the callbacks with ``True``
+(DESIGN.md invariant 1: no ack before the write is durable). When a commit fails (disk full,
+read-only, locked) the callbacks get ``False`` (no reply goes out, the NAS retransmits), the rows
+stay queued, and the writer retries with backoff until the disk recovers, so the memory index and
+SQLite converge again (invariant 3).
+
+A second thread, with a connection of its own to the main database, folds the journal into
+``sessions`` every ``fold_interval`` seconds or ``fold_rows`` rows, and runs the statements of
+``run``/``execute`` (users, pruning). Neither waits on the other: they write different files.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import concurrent.futures
-import itertools
 import logging
 import sqlite3
 import time
@@ -23,13 +27,8 @@ from typing import Any, TypeVar
 
 from radtrack.errors import StoreError
 from radtrack.model import SessionChange
-from radtrack.store.schema import (
-    COUNTER_INDEXES,
-    UPSERT_CHUNK,
-    migrate,
-    update_counters,
-    upsert_sessions,
-)
+from radtrack.store import journal
+from radtrack.store.schema import migrate
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +43,9 @@ Pending = tuple[Row, bool]
 Step = tuple[str, Sequence[Sequence[Any]]]
 
 
-def _prepare(path: Path, synchronous: str, busy_timeout: float) -> None:
-    """Create or migrate the database (blocking; run in a thread)."""
+def _prepare(path: Path, synchronous: str, busy_timeout: float) -> int:
+    """Create or migrate the database and fold what the journal holds from before (a crash)
+    into ``sessions``; returns the journal rows folded (blocking; run in a thread)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout)
     try:
@@ -53,6 +53,7 @@ def _prepare(path: Path, synchronous: str, busy_timeout: float) -> None:
         migrate(conn)
     finally:
         conn.close()
+    return journal.settle(path, busy_timeout)
 
 
 class WriterStats:
@@ -66,6 +67,11 @@ class WriterStats:
         "commit_started",
         "commit_buckets",
         "commit_seconds_sum",
+        "folds",
+        "folded_rows",
+        "fold_failures",
+        "fold_seconds_sum",
+        "recovered_journal_rows",
     )
 
     def __init__(self) -> None:
@@ -76,10 +82,20 @@ class WriterStats:
         self.commit_started: float | None = None  # monotonic time the running commit began
         self.commit_buckets = [0] * (len(COMMIT_BUCKETS) + 1)
         self.commit_seconds_sum = 0.0
+        self.folds = 0
+        self.folded_rows = 0
+        self.fold_failures = 0
+        self.fold_seconds_sum = 0.0
+        self.recovered_journal_rows = 0  # folded at start-up: written before a crash
+
+    @property
+    def pending_rows(self) -> int:
+        """Journal rows written but not folded into ``sessions`` yet."""
+        return self.rows - self.folded_rows
 
 
 class Writer:
-    """One aiosqlite connection, one task, group commits."""
+    """Group commits to the journal on one thread; folds and statements on another."""
 
     def __init__(
         self,
@@ -91,6 +107,8 @@ class Writer:
         cache_mb: int = 256,
         retry_delay: float = 0.2,
         max_retry_delay: float = 2.0,
+        fold_interval: float = 5.0,
+        fold_rows: int = 100_000,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
@@ -99,14 +117,20 @@ class Writer:
         self.cache_mb = cache_mb
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
+        self.fold_interval = fold_interval
+        self.fold_rows = fold_rows
         self.stats = WriterStats()
         self.healthy = True
-        # a plain sqlite3 connection used only on the one thread of ``_executor``: a commit is
-        # one hop to that thread and back (aiosqlite costs a hop per statement, each waiting
+        # plain sqlite3 connections, each used only on the one thread of its executor: a commit
+        # is one hop to that thread and back (aiosqlite costs a hop per statement, each waiting
         # for the event loop; docs/performance.md)
-        self._conn: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None  # the journal's, on the writer thread
+        self._main: sqlite3.Connection | None = None  # the main database's, on the fold thread
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="radtrack-writer"
+        )
+        self._folder = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="radtrack-fold"
         )
         self._rows: dict[object, Pending] = {}
         self._statements: list[tuple[list[Step], asyncio.Future[int]]] = []
@@ -117,20 +141,32 @@ class Writer:
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
+        # folding: the journal seq ``sessions`` holds (the mark), and how far the writer may trim
+        # the journal: one fold behind the mark, so a reader that took its snapshot of the main
+        # database just before a fold still finds the rows it needs in the journal
+        self._mark = 0
+        self._trimmed = 0
+        self._trim_to = 0
+        self._fold_wakeup = asyncio.Event()
+        self._fold_task: asyncio.Task[None] | None = None
+        self._fold_waiters: list[asyncio.Future[None]] = []
+        self._last_fold = time.monotonic()
 
     async def open(self) -> None:
-        await asyncio.to_thread(_prepare, self.path, self.synchronous, self.busy_timeout)
+        self.stats.recovered_journal_rows = await asyncio.to_thread(
+            _prepare, self.path, self.synchronous, self.busy_timeout
+        )
         self._conn = await self._in_thread(self._connect)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="radtrack-writer")
+        self._main = await asyncio.wrap_future(self._folder.submit(self._connect_main))
+        self._mark = self._trimmed = self._trim_to = journal.mark(self._main)
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="radtrack-writer")
+        self._fold_task = loop.create_task(self._fold_run(), name="radtrack-fold")
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
-        )
+        conn = journal.open_journal(journal.journal_path(self.path), self.busy_timeout)
         try:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            # interims update rows all over the table: keep its pages in memory
-            conn.execute(f"PRAGMA cache_size = -{self.cache_mb * 1024}")
             # checkpoints run on their own connection (checkpoint()), not inside a commit
             conn.execute("PRAGMA wal_autocheckpoint = 0")
         except BaseException:
@@ -138,8 +174,26 @@ class Writer:
             raise
         return conn
 
+    def _connect_main(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
+        )
+        try:
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # folds update rows all over the table: keep its pages in memory
+            conn.execute(f"PRAGMA cache_size = -{self.cache_mb * 1024}")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            journal.attach(conn, self.path)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _in_folder(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._folder, fn, *args)
 
     # -- submitting ---------------------------------------------------------------------------
     @property
@@ -166,24 +220,35 @@ class Writer:
         self._wakeup.set()
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run one statement in the next group commit; returns the rows it changed, once
-        committed. Raises StoreError if that commit fails (the statement is not retried)."""
+        """Run one statement on the main database; returns the rows it changed, once committed.
+        Raises StoreError if that commit fails (the statement is not retried)."""
         return await self.executemany(sql, [params])
 
     async def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> int:
-        """Run a statement for every parameter set, all in the next group commit."""
+        """Run a statement for every parameter set, all in one transaction."""
         return await self.run([(sql, params)])
 
     async def run(self, steps: list[Step]) -> int:
-        """Run several statements in order inside the next group commit (all or none);
-        returns the rows the last one changed."""
+        """Run several statements in order in one transaction on the main database (all or
+        none), after folding what the journal holds; returns the rows the last one changed."""
         if self._closing:
             raise StoreError("the writer is closed")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._statements.append((steps, future))
-        self._idle.clear()
-        self._wakeup.set()
+        self._fold_wakeup.set()
         return await future
+
+    async def sync(self) -> None:
+        """Wait until everything committed so far is folded into ``sessions`` (readers of the
+        main database, such as the history, call this first). Raises StoreError if folding
+        fails."""
+        if self._closing:
+            raise StoreError("the writer is closed")
+        await self.flush()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._fold_waiters.append(future)
+        self._fold_wakeup.set()
+        await future
 
     def stuck(self, limit: float) -> bool:
         """A commit has been running for longer than ``limit`` seconds (a hung disk)."""
@@ -194,20 +259,26 @@ class Writer:
         """Wait until everything submitted so far is committed (or failed)."""
         await self._idle.wait()
 
-    # -- the task -------------------------------------------------------------------------------
+    # -- the commit task -------------------------------------------------------------------------
+    def _trim_step(self) -> int:
+        """The journal seq this commit may delete up to (0: none)."""
+        if self._trimmed >= self._trim_to:
+            return 0
+        return min(self._trim_to, self._trimmed + journal.TRIM_CHUNK)
+
     async def _run(self) -> None:
         delay = self.retry_delay
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if not (self._rows or self._callbacks or self._statements):
+            trim = self._trim_step()
+            if not (self._rows or self._callbacks or trim):
                 self._idle.set()
                 if self._closing:
                     return
                 continue
             rows, self._rows = self._rows, {}
             callbacks, self._callbacks = self._callbacks, []
-            statements, self._statements = self._statements, []
             if len(rows) > self.max_batch:
                 # commit the oldest max_batch rows now and the rest in the next round; the
                 # callbacks wait for that round, since some of their rows are in it
@@ -219,7 +290,7 @@ class Writer:
                 callbacks = []
             self._committing = len(callbacks)
             try:
-                ok = await self._commit(rows, statements)
+                ok = await self._commit(rows, trim)
             finally:
                 self._committing = 0
             for done in callbacks:
@@ -227,6 +298,10 @@ class Writer:
             if ok:
                 delay = self.retry_delay
                 self.healthy = True
+                if trim:
+                    self._trimmed = trim
+                if self.stats.pending_rows >= self.fold_rows:
+                    self._fold_wakeup.set()
             else:
                 # keep the rows (a newer snapshot queued meanwhile wins) and retry after a pause
                 for key, pending in rows.items():
@@ -240,20 +315,11 @@ class Writer:
                 delay = min(delay * 2, self.max_retry_delay)
             self._wakeup.set()
 
-    async def _commit(
-        self,
-        rows: dict[object, Pending],
-        statements: list[tuple[list[Step], asyncio.Future[int]]],
-    ) -> bool:
+    async def _commit(self, rows: dict[object, Pending], trim: int) -> bool:
         started = time.monotonic()
         self.stats.commit_started = started
         try:
-            if rows or statements:
-                counts = await self._in_thread(
-                    self._write, list(rows.values()), [steps for steps, _ in statements]
-                )
-            else:
-                counts = []
+            await self._in_thread(self._write, list(rows.values()), trim)
         except sqlite3.Error as exc:
             self.stats.failures += 1
             logger.error(
@@ -262,14 +328,7 @@ class Writer:
                 str(exc),
             )
             self.stats.commit_started = None
-            error = StoreError(f"commit failed: {exc}")
-            for _, future in statements:
-                if not future.done():
-                    future.set_exception(error)
             return False
-        for (_, future), count in zip(statements, counts, strict=True):
-            if not future.done():
-                future.set_result(count)
         elapsed = time.monotonic() - started
         stats = self.stats
         stats.commit_started = None
@@ -280,34 +339,23 @@ class Writer:
         stats.commit_buckets[bisect.bisect_left(COMMIT_BUCKETS, elapsed)] += 1
         return True
 
-    def _write(self, rows: list[Pending], statements: list[list[Step]]) -> list[int]:
-        """One transaction, on the writer thread: whole rows, counter rows, then statements.
-        Raises sqlite3.Error after rolling back."""
+    def _write(self, rows: list[Pending], trim: int) -> None:
+        """One transaction on the journal, on the writer thread: append the rows, delete folded
+        ones. Raises sqlite3.Error after rolling back."""
         conn = self._conn
         assert conn is not None
-        counts: list[int] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            # whole rows first (a session's first write is always whole), then counters
-            whole = [row for row, full in rows if full]
-            for start in range(0, len(whole), UPSERT_CHUNK):
-                chunk = whole[start : start + UPSERT_CHUNK]
-                conn.execute(
-                    upsert_sessions(len(chunk)), list(itertools.chain.from_iterable(chunk))
-                )
-            counters = [row for row, full in rows if not full]
-            for start in range(0, len(counters), UPSERT_CHUNK):
-                chunk = counters[start : start + UPSERT_CHUNK]
+            start = 0
+            for sql, count in journal.append_statements(len(rows)):
                 values: list[object] = []
-                for row in chunk:
-                    values.append(row[0])
-                    values.extend([row[i] for i in COUNTER_INDEXES])
-                conn.execute(update_counters(len(chunk)), values)
-            for steps in statements:
-                count = 0
-                for sql, params in steps:
-                    count = conn.executemany(sql, params).rowcount
-                counts.append(count)
+                for row, full in rows[start : start + count]:
+                    values.append(full)
+                    values.extend(row)
+                conn.execute(sql, values)
+                start += count
+            if trim:
+                conn.execute(journal.TRIM, (trim,))
             conn.execute("COMMIT")
         except sqlite3.Error:
             try:
@@ -315,41 +363,145 @@ class Writer:
             except sqlite3.Error:
                 pass  # no transaction left to roll back
             raise
-        return counts
+
+    # -- the fold task ---------------------------------------------------------------------------
+    async def _fold_run(self) -> None:
+        delay = self.retry_delay
+        while True:
+            timeout = max(0.0, self._last_fold + self.fold_interval - time.monotonic())
+            try:
+                await asyncio.wait_for(self._fold_wakeup.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._fold_wakeup.clear()
+            statements, self._statements = self._statements, []
+            waiters, self._fold_waiters = self._fold_waiters, []
+            try:
+                await self._fold_all()
+            except sqlite3.Error as exc:
+                self.stats.fold_failures += 1
+                logger.error("event=fold_failed error=%r (retrying)", str(exc))
+                error = StoreError(f"fold failed: {exc}")
+                for _, future in statements:
+                    if not future.done():
+                        future.set_exception(error)
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(error)
+                if self._closing:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_retry_delay)
+                continue
+            delay = self.retry_delay
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            for steps, future in statements:
+                try:
+                    count = await self._in_folder(self._statements_txn, steps)
+                except sqlite3.Error as exc:
+                    logger.error("event=statement_failed error=%r", str(exc))
+                    if not future.done():
+                        future.set_exception(StoreError(f"commit failed: {exc}"))
+                else:
+                    if not future.done():
+                        future.set_result(count)
+            if self._closing and not (self._statements or self._fold_waiters):
+                return
+
+    async def _fold_all(self) -> None:
+        """Fold the journal into ``sessions`` until caught up with what was committed."""
+        self._last_fold = time.monotonic()
+        while True:
+            started = time.monotonic()
+            step = await self._in_folder(self._fold_step)
+            if step is None:
+                return
+            mark, count = step
+            stats = self.stats
+            stats.folds += 1
+            stats.folded_rows += count
+            stats.fold_seconds_sum += time.monotonic() - started
+            # the journal may be trimmed up to the previous mark (see __init__)
+            self._trim_to, self._mark = self._mark, mark
+            self._wakeup.set()
+            if count < self.fold_rows:
+                return
+
+    def _fold_step(self) -> tuple[int, int] | None:
+        assert self._main is not None
+        return journal.fold(self._main, self.fold_rows)
+
+    def _statements_txn(self, steps: list[Step]) -> int:
+        """One transaction on the main database, on the fold thread."""
+        conn = self._main
+        assert conn is not None
+        count = 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for sql, params in steps:
+                count = conn.executemany(sql, params).rowcount
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # no transaction left to roll back
+            raise
+        return count
 
     async def close(self, timeout: float | None = None) -> None:
-        """Commit what is queued, stop the task, close the connection. Idempotent.
+        """Commit what is queued, fold the journal, stop the tasks, close the connections.
+        Idempotent.
 
-        After ``timeout`` seconds (a disk that keeps failing) the task is cancelled and what is
-        still queued is lost; it was never acknowledged, so the NASes retransmit it later.
+        After ``timeout`` seconds (a disk that keeps failing) the tasks are cancelled and what is
+        still queued is lost; it was never acknowledged, so the NASes retransmit it later. What
+        was committed but not folded stays in the journal: the next start-up folds it.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._closing = True
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.1, deadline - time.monotonic())
+
         if self._task is not None:
             task, self._task = self._task, None
             self._wakeup.set()
             try:
-                await asyncio.wait_for(task, timeout)
+                await asyncio.wait_for(task, left())
             except TimeoutError:
                 logger.error("event=writer_abandoned queued_rows=%d", len(self._rows))
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            # on the writer thread, after any commit still running there
-            closing = asyncio.wrap_future(self._executor.submit(conn.close))
+        if self._fold_task is not None:
+            task, self._fold_task = self._fold_task, None
+            self._fold_wakeup.set()
             try:
-                await asyncio.wait_for(closing, max(self.busy_timeout, 1.0) + 1.0)
+                await asyncio.wait_for(task, left())
             except TimeoutError:
-                logger.error("event=writer_close_timeout")
-        self._executor.shutdown(wait=False)
+                logger.error("event=fold_abandoned pending_rows=%d", self.stats.pending_rows)
+        for attr, executor in (("_conn", self._executor), ("_main", self._folder)):
+            conn = getattr(self, attr)
+            if conn is not None:
+                setattr(self, attr, None)
+                # on its own thread, after any commit still running there
+                closing = asyncio.wrap_future(executor.submit(conn.close))
+                try:
+                    await asyncio.wait_for(closing, max(self.busy_timeout, 1.0) + 1.0)
+                except TimeoutError:
+                    logger.error("event=writer_close_timeout")
+            executor.shutdown(wait=False)
 
 
 async def checkpoint(path: Path) -> None:
-    """A PASSIVE WAL checkpoint on a connection of its own, off the writer's commit path."""
+    """PASSIVE WAL checkpoints of the database and its journal, on connections of their own,
+    off the writer's commit path."""
 
     def run() -> None:
-        conn = sqlite3.connect(path, isolation_level=None, timeout=0.1)
-        try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            conn.close()
+        for file in (path, journal.journal_path(path)):
+            conn = sqlite3.connect(file, isolation_level=None, timeout=0.1)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
 
     await asyncio.to_thread(run)
