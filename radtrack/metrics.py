@@ -107,6 +107,24 @@ class DaemonCollector:
         yield GaugeMetricFamily(
             "radtrack_commit_batch_rows", "Rows in the last commit.", value=writer.last_batch
         )
+        yield CounterMetricFamily(
+            "radtrack_journal_folds",
+            "Folds of the journal into the sessions table.",
+            value=writer.folds,
+        )
+        yield CounterMetricFamily(
+            "radtrack_journal_folded_rows", "Journal rows folded.", value=writer.folded_rows
+        )
+        yield CounterMetricFamily(
+            "radtrack_journal_fold_failures",
+            "Folds that failed (retried; acknowledgements go on).",
+            value=writer.fold_failures,
+        )
+        yield GaugeMetricFamily(
+            "radtrack_journal_pending_rows",
+            "Journal rows committed but not folded into the sessions table yet.",
+            value=writer.pending_rows,
+        )
         yield GaugeMetricFamily(
             "radtrack_packets_in_flight",
             "Accepted packets waiting for their commit.",

@@ -51,6 +51,17 @@ async def test_metrics_parse_and_move_with_packets(daemon: Daemon, dictionary: A
     assert after[("radtrack_commits_total", ())] >= 1
     assert after[("radtrack_commit_seconds_count", ())] >= 1
     assert after[("radtrack_database_healthy", ())] == 1
+    # the Start sits in the journal until the next fold (every 5 s); after one it is folded
+    assert (
+        after[("radtrack_journal_pending_rows", ())]
+        + after[("radtrack_journal_folded_rows_total", ())]
+        == 1
+    )
+    await daemon.writer.sync()
+    folded = await scrape(daemon)
+    assert folded[("radtrack_journal_pending_rows", ())] == 0
+    assert folded[("radtrack_journal_folded_rows_total", ())] == 1
+    assert folded[("radtrack_journal_folds_total", ())] >= 1
     assert after[("radtrack_replies_send_failed_total", ())] == 0
     assert after[("radtrack_api_requests_total", ())] == 2
     assert after[("radtrack_api_errors_total", (("code", "UNAUTHENTICATED"),))] == 1
