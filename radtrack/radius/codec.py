@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import socket
 import struct
+from socket import AF_INET6, inet_ntoa, inet_ntop
 from typing import NamedTuple
 
 from pyrad.dictionary import Dictionary
@@ -32,6 +32,7 @@ DISCONNECT_NAK = 42
 
 MAX_PACKET_SIZE = 4096  # RFC 2865 §3: "The maximum length is 4096"
 HEADER = struct.Struct("!BBH16s")
+REPLY_HEAD = struct.Struct("!BBH")
 ZERO_AUTH = b"\x00" * 16
 
 # Attribute types the hot path reads (RFC 2865 §5, RFC 2866 §5, RFC 2869 §5)
@@ -67,6 +68,8 @@ class RawPacket(NamedTuple):
     """A structurally valid RADIUS packet: header fields and attributes in wire order.
 
     ``data`` is the packet cut to its Length field (octets past it are padding, RFC 2866 §3).
+    ``values`` maps each attribute type to the value of its first instance (what the hot path
+    reads; a type absent from it is absent from the packet).
     """
 
     code: int
@@ -74,14 +77,14 @@ class RawPacket(NamedTuple):
     authenticator: bytes
     data: bytes
     attributes: list[tuple[int, bytes]]
+    values: dict[int, bytes]
 
     def first(self, attr_type: int) -> bytes | None:
-        for key, value in self.attributes:
-            if key == attr_type:
-                return value
-        return None
+        return self.values.get(attr_type)
 
     def all(self, attr_type: int) -> list[bytes]:
+        if attr_type not in self.values:
+            return []
         return [value for key, value in self.attributes if key == attr_type]
 
 
@@ -102,20 +105,21 @@ def decode(data: bytes) -> RawPacket:
     if length < size:
         data = data[:length]
     attributes: list[tuple[int, bytes]] = []
+    append = attributes.append
     pos = 20
-    while pos < length:
-        if pos + 2 > length:
-            raise MalformedPacket(f"attribute header cut off at octet {pos}")
-        attr_type = data[pos]
-        attr_len = data[pos + 1]
-        if attr_len < 2:
-            raise MalformedPacket(f"attribute {attr_type} has length {attr_len}")
-        end = pos + attr_len
-        if end > length:
-            raise MalformedPacket(f"attribute {attr_type} runs past the end of the packet")
-        attributes.append((attr_type, data[pos + 2 : end]))
-        pos = end
-    return RawPacket(code, identifier, authenticator, data, attributes)
+    try:
+        while pos < length:
+            end = pos + data[pos + 1]  # IndexError: one octet left, the header is cut off
+            if end < pos + 2 or end > length:
+                if end < pos + 2:
+                    raise MalformedPacket(f"attribute {data[pos]} has length {end - pos}")
+                raise MalformedPacket(f"attribute {data[pos]} runs past the end of the packet")
+            append((data[pos], data[pos + 2 : end]))
+            pos = end
+    except IndexError:
+        raise MalformedPacket(f"attribute header cut off at octet {pos}") from None
+    # type -> first value: built at C speed, reversed so that the first instance wins
+    return RawPacket(code, identifier, authenticator, data, attributes, dict(reversed(attributes)))
 
 
 def zeroed_message_authenticator(packet: RawPacket) -> bytes:
@@ -141,7 +145,7 @@ def verify_request(
     Message-Authenticator, when present, must be 16 octets, appear once and verify (RFC 2869
     §5.14, RFC 3579 §3.2); for accounting it is computed with a zero authenticator.
     """
-    ma_values = packet.all(MESSAGE_AUTHENTICATOR)
+    ma_values = packet.all(MESSAGE_AUTHENTICATOR) if MESSAGE_AUTHENTICATOR in packet.values else []
     if len(ma_values) > 1 or (ma_values and len(ma_values[0]) != 16):
         return False
     if packet.code == STATUS_SERVER:
@@ -172,6 +176,9 @@ def encode_reply(
     (RFC 5997 §3), with 16 zero octets in a reply to an Accounting-Request (as FreeRADIUS and
     pyrad compute and check it).
     """
+    if PROXY_STATE not in request.values and not message_authenticator:
+        head = REPLY_HEAD.pack(code, request.identifier, 20)  # the common case: no attributes
+        return head + hashlib.md5(head + request.authenticator + secret).digest()
     attrs = b"".join(
         bytes((PROXY_STATE, len(value) + 2)) + value for value in request.all(PROXY_STATE)
     )
@@ -186,20 +193,37 @@ def encode_reply(
     return head + auth + attrs
 
 
-def _int(value: bytes) -> int | None:
-    return int.from_bytes(value, "big") if len(value) == 4 else None
-
-
-def _text(value: bytes) -> str:
-    return value.decode("utf-8", "surrogateescape")
-
-
-def _int_or_none(value: bytes | None) -> int | None:
-    return int.from_bytes(value, "big") if value is not None and len(value) == 4 else None
-
-
-def _ipv4(value: bytes) -> str | None:
-    return socket.inet_ntoa(value) if len(value) == 4 else None
+# The attributes AccountingDecoder.request reads, fetched in one map() over the packet's values
+_REQUEST_TYPES = (
+    ACCT_STATUS_TYPE,
+    ACCT_SESSION_ID,
+    USER_NAME,
+    NAS_IP_ADDRESS,
+    NAS_IDENTIFIER,
+    NAS_IPV6_ADDRESS,
+    CLASS,
+    NAS_PORT_ID,
+    NAS_PORT_TYPE,
+    CALLING_STATION_ID,
+    CALLED_STATION_ID,
+    FRAMED_IP_ADDRESS,
+    CONNECT_INFO,
+    ACCT_TERMINATE_CAUSE,
+    ACCT_SESSION_TIME,
+    ACCT_INTERIM_INTERVAL,
+    EVENT_TIMESTAMP,
+    ACCT_DELAY_TIME,
+    ACCT_INPUT_OCTETS,
+    ACCT_OUTPUT_OCTETS,
+    ACCT_INPUT_PACKETS,
+    ACCT_OUTPUT_PACKETS,
+    ACCT_INPUT_GIGAWORDS,
+    ACCT_OUTPUT_GIGAWORDS,
+)
+# Acct-Status-Type values as they appear on the wire -> the member (no Enum call per packet)
+_STATUS_TYPES = {status.value.to_bytes(4, "big"): status for status in StatusType}
+_SESSION_ID_OPTIONAL = (StatusType.ACCOUNTING_ON, StatusType.ACCOUNTING_OFF)
+_SHARED_MAX = 100_000
 
 
 class AccountingDecoder:
@@ -207,6 +231,7 @@ class AccountingDecoder:
     for value names (NAS-Port-Type "Virtual", Acct-Terminate-Cause "User-Request", ...)."""
 
     def __init__(self, dictionary: Dictionary) -> None:
+        # keyed by the 4 octets of the value as sent, so a packet's value is looked up directly
         self.port_types = self._names(dictionary, "NAS-Port-Type")
         self.terminate_causes = self._names(dictionary, "Acct-Terminate-Cause")
         # strings repeated across sessions (NAS addresses, port types, Connect-Info) are shared
@@ -214,14 +239,14 @@ class AccountingDecoder:
         self._shared: dict[str, str] = {}
 
     @staticmethod
-    def _names(dictionary: Dictionary, attribute: str) -> dict[int, str]:
+    def _names(dictionary: Dictionary, attribute: str) -> dict[bytes, str]:
         values = dictionary.attributes[attribute].values.forward
-        return {int.from_bytes(raw, "big"): name for name, raw in values.items()}
+        return {int.from_bytes(raw, "big").to_bytes(4, "big"): name for name, raw in values.items()}
 
     def _share(self, text: str) -> str:
         shared = self._shared.get(text)
         if shared is None:
-            if len(self._shared) >= 100_000:
+            if len(self._shared) >= _SHARED_MAX:
                 return text
             self._shared[text] = shared = text
         return shared
@@ -234,93 +259,155 @@ class AccountingDecoder:
         Raises MalformedPacket when Acct-Status-Type or Acct-Session-Id is missing or invalid.
         An attribute that should appear once but repeats counts by its first instance, as in
         FreeRADIUS and pyrad.
+
+        Written for speed (it runs once per packet): one map() fetches every value, conversions
+        are inline rather than helper calls.
         """
-        raw = dict(reversed(packet.attributes))  # type -> first value (C speed, one pass)
-        get = raw.get
-        value = get(ACCT_STATUS_TYPE)
-        status_raw = _int(value) if value is not None else None
-        if value is not None and status_raw is None:
-            raise MalformedPacket("Acct-Status-Type is not 4 octets")
-        value = get(ACCT_SESSION_ID)
-        session_id = _text(value) if value is not None else None
-        value = get(USER_NAME)
-        user_name = _text(value) if value is not None else None
-        value = get(NAS_IP_ADDRESS)
-        nas_ip = _ipv4(value) if value is not None else None
-        value = get(NAS_IDENTIFIER)
-        nas_identifier = _text(value) if value is not None else None
-        value = get(NAS_IPV6_ADDRESS)
-        nas_ipv6 = (
-            socket.inet_ntop(socket.AF_INET6, value)
-            if value is not None and len(value) == 16
-            else None
-        )
-        value = get(CLASS)
-        class_hex = value.hex() if value is not None else None
-        value = get(NAS_PORT_ID)
-        nas_port_id = _text(value) if value is not None else None
-        value = get(NAS_PORT_TYPE)
-        number = _int(value) if value is not None else None
-        nas_port_type = self.port_types.get(number, str(number)) if number is not None else None
-        value = get(CALLING_STATION_ID)
-        calling = _text(value) if value is not None else None
-        value = get(CALLED_STATION_ID)
-        called = _text(value) if value is not None else None
-        value = get(FRAMED_IP_ADDRESS)
-        framed_ip = _ipv4(value) if value is not None else None
-        value = get(CONNECT_INFO)
-        connect_info = _text(value) if value is not None else None
-        value = get(ACCT_TERMINATE_CAUSE)
-        number = _int(value) if value is not None else None
-        terminate = self.terminate_causes.get(number, str(number)) if number is not None else None
-        session_time = _int_or_none(get(ACCT_SESSION_TIME))
-        interim = _int_or_none(get(ACCT_INTERIM_INTERVAL))
-        event_ts = _int_or_none(get(EVENT_TIMESTAMP))
-        delay = _int_or_none(get(ACCT_DELAY_TIME)) or 0
-        in_oct = _int_or_none(get(ACCT_INPUT_OCTETS))
-        out_oct = _int_or_none(get(ACCT_OUTPUT_OCTETS))
-        in_pkt = _int_or_none(get(ACCT_INPUT_PACKETS))
-        out_pkt = _int_or_none(get(ACCT_OUTPUT_PACKETS))
-        in_giga = _int_or_none(get(ACCT_INPUT_GIGAWORDS)) or 0
-        out_giga = _int_or_none(get(ACCT_OUTPUT_GIGAWORDS)) or 0
+        (
+            status_raw,
+            session_id_raw,
+            user_name_raw,
+            nas_ip_raw,
+            nas_identifier_raw,
+            nas_ipv6_raw,
+            class_raw,
+            nas_port_id_raw,
+            nas_port_type_raw,
+            calling_raw,
+            called_raw,
+            framed_ip_raw,
+            connect_info_raw,
+            terminate_raw,
+            session_time_raw,
+            interim_raw,
+            event_ts_raw,
+            delay_raw,
+            in_oct_raw,
+            out_oct_raw,
+            in_pkt_raw,
+            out_pkt_raw,
+            in_giga_raw,
+            out_giga_raw,
+        ) = map(packet.values.get, _REQUEST_TYPES)
         if status_raw is None:
             raise MalformedPacket("no Acct-Status-Type")  # RFC 2866 §5.1: MUST be present
-        try:
-            status = StatusType(status_raw)
-        except ValueError:
+        status = _STATUS_TYPES.get(status_raw)
+        if status is None:
+            if len(status_raw) != 4:
+                raise MalformedPacket("Acct-Status-Type is not 4 octets")
             return None
-        if session_id is None:
-            if status in (StatusType.ACCOUNTING_ON, StatusType.ACCOUNTING_OFF):
-                session_id = ""
-            else:
-                raise MalformedPacket("no Acct-Session-Id")  # RFC 2866 §5.5: MUST be present
+        if session_id_raw is not None:
+            session_id = session_id_raw.decode("utf-8", "surrogateescape")
+        elif status in _SESSION_ID_OPTIONAL:
+            session_id = ""
+        else:
+            raise MalformedPacket("no Acct-Session-Id")  # RFC 2866 §5.5: MUST be present
+        from_bytes = int.from_bytes
         # RFC 2869 §5.3 Event-Timestamp; else arrival minus Acct-Delay-Time (RFC 2866 §5.2)
-        event_time = float(event_ts) if event_ts is not None else now - delay
-        share = self._share
-        nas_address = nas_ip or nas_ipv6
-        identity = nas_address or nas_identifier or source_ip
-        return AccountingRequest(
-            status=status,
-            nas_key=share(f"{nas_name}/{identity}"),
-            nas_name=nas_name,
-            nas_ip=share(nas_address or source_ip),
-            session_id=session_id,
-            event_time=event_time,
-            user_name=user_name,
-            class_hex=class_hex,
-            nas_port_id=nas_port_id,
-            nas_port_type=nas_port_type,
-            calling_station_id=calling,
-            called_station_id=called,
-            framed_ip=framed_ip,
-            connect_info=share(connect_info) if connect_info is not None else None,
-            session_time=session_time,
+        if event_ts_raw is not None and len(event_ts_raw) == 4:
+            event_time = float(from_bytes(event_ts_raw, "big"))
+        elif delay_raw is not None and len(delay_raw) == 4:
+            event_time = now - from_bytes(delay_raw, "big")
+        else:
+            event_time = now
+        if nas_ip_raw is not None and len(nas_ip_raw) == 4:
+            nas_address: str | None = inet_ntoa(nas_ip_raw)
+        elif nas_ipv6_raw is not None and len(nas_ipv6_raw) == 16:
+            nas_address = inet_ntop(AF_INET6, nas_ipv6_raw)
+        else:
+            nas_address = None
+        if nas_address:
+            identity = nas_address
+        else:
+            identity = (
+                nas_identifier_raw.decode("utf-8", "surrogateescape")
+                if nas_identifier_raw is not None
+                else None
+            ) or source_ip
+        shared = self._shared
+        text = f"{nas_name}/{identity}"
+        nas_key = shared.get(text) or self._share(text)
+        text = nas_address or source_ip
+        nas_ip = shared.get(text) or self._share(text)
+        if connect_info_raw is not None:
+            text = connect_info_raw.decode("utf-8", "surrogateescape")
+            connect_info: str | None = shared.get(text) or self._share(text)
+        else:
+            connect_info = None
+        if nas_port_type_raw is not None:
+            nas_port_type = self.port_types.get(nas_port_type_raw)
+            if nas_port_type is None and len(nas_port_type_raw) == 4:
+                nas_port_type = str(from_bytes(nas_port_type_raw, "big"))
+        else:
+            nas_port_type = None
+        if terminate_raw is not None:
+            terminate = self.terminate_causes.get(terminate_raw)
+            if terminate is None and len(terminate_raw) == 4:
+                terminate = str(from_bytes(terminate_raw, "big"))
+        else:
+            terminate = None
+        if in_oct_raw is not None and len(in_oct_raw) == 4:
             # RFC 2869 §5.1-5.2: Gigawords count how often the 32-bit counter wrapped
-            input_octets=(in_giga << 32) + in_oct if in_oct is not None else None,
-            output_octets=(out_giga << 32) + out_oct if out_oct is not None else None,
-            input_packets=in_pkt,
-            output_packets=out_pkt,
-            terminate_cause=terminate,
-            interim_interval=interim,
-            received_at=now,
+            low = from_bytes(in_oct_raw, "big")
+            if in_giga_raw is not None and len(in_giga_raw) == 4:
+                low += from_bytes(in_giga_raw, "big") << 32
+            input_octets: int | None = low
+        else:
+            input_octets = None
+        if out_oct_raw is not None and len(out_oct_raw) == 4:
+            low = from_bytes(out_oct_raw, "big")
+            if out_giga_raw is not None and len(out_giga_raw) == 4:
+                low += from_bytes(out_giga_raw, "big") << 32
+            output_octets: int | None = low
+        else:
+            output_octets = None
+        return AccountingRequest._make(
+            (
+                status,
+                nas_key,
+                nas_name,
+                nas_ip,
+                session_id,
+                event_time,
+                # user_name
+                user_name_raw.decode("utf-8", "surrogateescape")
+                if user_name_raw is not None
+                else None,
+                # class_hex
+                class_raw.hex() if class_raw is not None else None,
+                # nas_port_id
+                nas_port_id_raw.decode("utf-8", "surrogateescape")
+                if nas_port_id_raw is not None
+                else None,
+                nas_port_type,
+                # calling_station_id
+                calling_raw.decode("utf-8", "surrogateescape") if calling_raw is not None else None,
+                # called_station_id
+                called_raw.decode("utf-8", "surrogateescape") if called_raw is not None else None,
+                # framed_ip
+                inet_ntoa(framed_ip_raw)
+                if framed_ip_raw is not None and len(framed_ip_raw) == 4
+                else None,
+                connect_info,
+                # session_time
+                from_bytes(session_time_raw, "big")
+                if session_time_raw is not None and len(session_time_raw) == 4
+                else None,
+                input_octets,
+                output_octets,
+                # input_packets
+                from_bytes(in_pkt_raw, "big")
+                if in_pkt_raw is not None and len(in_pkt_raw) == 4
+                else None,
+                # output_packets
+                from_bytes(out_pkt_raw, "big")
+                if out_pkt_raw is not None and len(out_pkt_raw) == 4
+                else None,
+                terminate,
+                # interim_interval
+                from_bytes(interim_raw, "big")
+                if interim_raw is not None and len(interim_raw) == 4
+                else None,
+                now,  # received_at
+            )
         )

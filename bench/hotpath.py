@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Event-loop CPU per accounting packet: the whole ``AccountingService.on_datagram`` path, no
+event loop, no disk.
+
+    python3 bench/hotpath.py                      # 50,000 packets, 5 runs, best run reported
+    python3 bench/hotpath.py --socket             # through a real UdpListener and UDP sockets
+    python3 bench/hotpath.py --profile            # cProfile of one run, top functions
+
+Packets come from bench/loadgen.py's encoder (10 % Start, 80 % Interim, 10 % Stop). A warm-up
+round (every session once) fills the live index first, so the timed packets meet the steady
+state: known sessions, Interims updating counters, Stops closing, Starts opening. The writer is
+a stand-in that keeps each packet's ``done`` and calls them all ``True`` every ``--batch``
+packets (a group commit), inside the timed region, since on the daemon they run on the event
+loop too. The stand-in does no work of its own (the real writer's ``submit`` is not measured).
+
+By default datagrams are handed to ``on_datagram`` directly and replies go to a list; with
+``--socket`` they are sent to a bound UdpListener in chunks of ``--batch`` and read by its
+``_readable`` (recvfrom) and answered with its ``send`` (sendto), which adds the syscalls.
+
+Reports microseconds of CPU (process time) per packet: the figure to compare before and after
+a change on the packet path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import importlib.util
+import pickle
+import pstats
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from radtrack import config  # noqa: E402
+from radtrack.accounting import Accountant  # noqa: E402
+from radtrack.index import SessionIndex, UserDirectory  # noqa: E402
+from radtrack.model import SessionChange  # noqa: E402
+from radtrack.radius.dictionary import load as load_dictionary  # noqa: E402
+from radtrack.service import AccountingService  # noqa: E402
+from radtrack.transport import UdpListener  # noqa: E402
+
+SECRET = "bench-secret-0123456789"
+PEER = ("127.0.0.1", 40000)
+
+
+def _loadgen() -> Any:
+    spec = importlib.util.spec_from_file_location("loadgen", HERE / "loadgen.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeWriter:
+    """The writer's interface on the event loop, without the disk."""
+
+    def __init__(self) -> None:
+        self.healthy = True
+        self.queued = 0
+        self.callbacks: list[Callable[[bool], None]] = []
+        self.changes = 0
+
+    def submit(
+        self, changes: Sequence[SessionChange], done: Callable[[bool], None] | None = None
+    ) -> None:
+        self.changes += len(changes)
+        if done is not None:
+            self.callbacks.append(done)
+
+    def commit(self) -> None:
+        callbacks, self.callbacks = self.callbacks, []
+        for done in callbacks:
+            done(True)
+
+
+class FakeListener:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append(data)
+
+
+def build(packets: int, sessions: int, seed: int) -> tuple[list[bytes], list[bytes]]:
+    """(warm-up packets, timed packets), encoded once and kept in a temp file"""
+    cache = Path(tempfile.gettempdir()) / f"radtrack-hotpath-{packets}-{sessions}-{seed}.pickle"
+    if cache.exists():
+        warmup, timed = pickle.loads(cache.read_bytes())
+        return warmup, timed
+    loadgen = _loadgen()
+    cfg = loadgen.generator_parser().parse_args(
+        ["--secret", SECRET, "--sessions", str(sessions), "--workers", "1", "--seed", str(seed)]
+    )
+    cfg.epoch = 1_700_000_000
+    encoded, _mix = loadgen.build_packets(cfg, 0, sessions + packets, 16)
+    warmup, timed = encoded[:sessions], encoded[sessions:]
+    cache.write_bytes(pickle.dumps((warmup, timed)))
+    return warmup, timed
+
+
+def make_service() -> tuple[AccountingService, FakeWriter]:
+    settings = config.parse(
+        {
+            "radius": {
+                "listen": ["127.0.0.1:0"],
+                "clients": [{"name": "nas-local", "address": "127.0.0.1", "secret": SECRET}],
+            },
+            "store": {"path": "/nonexistent/radtrack.db"},
+            "api": {"listen": ""},
+        }
+    )
+    index = SessionIndex(settings.sessions.closed_cache)
+    accountant = Accountant(index, UserDirectory())
+    writer = FakeWriter()
+    service = AccountingService(settings.radius, load_dictionary(), accountant, writer)  # type: ignore[arg-type]
+    service.subscribers.append(lambda changes: None)
+    return service, writer
+
+
+def run_direct(warmup: list[bytes], timed: list[bytes], batch: int) -> tuple[float, int]:
+    service, writer = make_service()
+    listener = FakeListener()
+    handle = service.on_datagram
+    for data in warmup:
+        handle(listener, data, PEER)  # type: ignore[arg-type]
+    writer.commit()
+    listener.sent.clear()
+    start = time.process_time()
+    for i in range(0, len(timed), batch):
+        for data in timed[i : i + batch]:
+            handle(listener, data, PEER)  # type: ignore[arg-type]
+        writer.commit()
+    elapsed = time.process_time() - start
+    return elapsed, len(listener.sent)
+
+
+def run_socket(warmup: list[bytes], timed: list[bytes], batch: int) -> tuple[float, int]:
+    service, writer = make_service()
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    client.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    address = server.getsockname()
+    listener = UdpListener(server, service.on_datagram, batch=batch)
+    answered = 0
+
+    def drain() -> int:
+        count = 0
+        while True:
+            try:
+                client.recv(65535)
+            except BlockingIOError:
+                return count
+            count += 1
+
+    def feed(chunk: list[bytes]) -> None:
+        for data in chunk:
+            client.sendto(data, address)
+
+    for i in range(0, len(warmup), batch):
+        feed(warmup[i : i + batch])
+        listener._readable()
+        writer.commit()
+        drain()
+    elapsed = 0.0
+    for i in range(0, len(timed), batch):
+        feed(timed[i : i + batch])
+        start = time.process_time()
+        listener._readable()
+        writer.commit()
+        elapsed += time.process_time() - start
+        answered += drain()
+    server.close()
+    client.close()
+    return elapsed, answered
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--packets", type=int, default=50_000, help="timed packets (50000)")
+    parser.add_argument("--sessions", type=int, default=5_000, help="concurrent sessions (5000)")
+    parser.add_argument("--batch", type=int, default=256, help="packets per commit (256)")
+    parser.add_argument("--runs", type=int, default=5, help="runs; the best is reported (5)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--socket", action="store_true", help="through a UdpListener and UDP")
+    parser.add_argument("--profile", action="store_true", help="cProfile one run")
+    args = parser.parse_args()
+    gc.set_threshold(50_000, 20, 100)  # as `radtrack serve` sets it (radtrack/cli.py)
+    warmup, timed = build(args.packets, args.sessions, args.seed)
+    run = run_socket if args.socket else run_direct
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run(warmup, timed, args.batch)
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        return
+    results = []
+    for _ in range(args.runs):
+        elapsed, answered = run(warmup, timed, args.batch)
+        if answered != len(timed):
+            raise SystemExit(f"only {answered} of {len(timed)} packets answered")
+        results.append(elapsed / len(timed) * 1e6)
+    print(
+        f"{'socket' if args.socket else 'direct'}: {len(timed)} packets, "
+        f"best {min(results):.1f} us/packet, runs " + " ".join(f"{r:.1f}" for r in sorted(results))
+    )
+
+
+if __name__ == "__main__":
+    main()
