@@ -34,7 +34,7 @@ from radtrack.service import AccountingService
 from radtrack.store import recovery
 from radtrack.store.history import PRUNE, HistoryReader
 from radtrack.store.schema import FREE_USERNAME, UPSERT_USER
-from radtrack.store.writer import Writer, checkpoint
+from radtrack.store.writer import Writer
 from radtrack.transport import UdpListener, bind_udp
 
 if TYPE_CHECKING:  # the API is imported only when it is configured (start-up time)
@@ -372,7 +372,7 @@ class Daemon:
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL)
             try:
-                await checkpoint(self.settings.store.path)
+                await self.writer.checkpoint()
             except Exception as exc:  # a busy or failing disk: the next round tries again
                 logger.debug("event=checkpoint_failed error=%s", exc)
 

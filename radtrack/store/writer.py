@@ -19,7 +19,9 @@ import asyncio
 import bisect
 import concurrent.futures
 import logging
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +37,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Done = Callable[[bool], None]
 # Upper bounds (seconds) of the commit duration histogram (radtrack_commit_seconds)
+# The nice value of the fold thread: the scheduler gives it ~1/10 of a contended core
+BACKGROUND_NICE = 10
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 Row = tuple[object, ...]
 # a snapshot of a session and whether every column must be written (else counters only)
@@ -54,6 +58,14 @@ def _prepare(path: Path, synchronous: str, busy_timeout: float) -> int:
     finally:
         conn.close()
     return journal.settle(path, busy_timeout)
+
+
+def _background_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux: a thread's nice value is its own)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except (OSError, AttributeError):  # not permitted, or not Linux: run at normal priority
+        pass
 
 
 class WriterStats:
@@ -129,8 +141,10 @@ class Writer:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="radtrack-writer"
         )
+        # folds and checkpoints are background work: on a small box they must not take the
+        # cores from the event loop and the commits that acknowledgements wait for
         self._folder = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="radtrack-fold"
+            max_workers=1, thread_name_prefix="radtrack-fold", initializer=_background_priority
         )
         self._rows: dict[object, Pending] = {}
         self._statements: list[tuple[list[Step], asyncio.Future[int]]] = []
@@ -451,6 +465,24 @@ class Writer:
             raise
         return count
 
+    async def checkpoint(self) -> None:
+        """PASSIVE WAL checkpoints of the database and the journal, on the fold thread (at
+        background priority, never beside a fold), off the commit path."""
+        if self._main is None:
+            return
+        await self._in_folder(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        main = self._main
+        if main is None:
+            return
+        main.execute("PRAGMA main.wal_checkpoint(PASSIVE)")
+        conn = sqlite3.connect(journal.journal_path(self.path), isolation_level=None, timeout=0.1)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
     async def close(self, timeout: float | None = None) -> None:
         """Commit what is queued, fold the journal, stop the tasks, close the connections.
         Idempotent.
@@ -490,18 +522,3 @@ class Writer:
                 except TimeoutError:
                     logger.error("event=writer_close_timeout")
             executor.shutdown(wait=False)
-
-
-async def checkpoint(path: Path) -> None:
-    """PASSIVE WAL checkpoints of the database and its journal, on connections of their own,
-    off the writer's commit path."""
-
-    def run() -> None:
-        for file in (path, journal.journal_path(path)):
-            conn = sqlite3.connect(file, isolation_level=None, timeout=0.1)
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            finally:
-                conn.close()
-
-    await asyncio.to_thread(run)
