@@ -11,7 +11,8 @@ round (every session once) fills the live index first, so the timed packets meet
 state: known sessions, Interims updating counters, Stops closing, Starts opening. The writer is
 a stand-in that keeps each packet's ``done`` and calls them all ``True`` every ``--batch``
 packets (a group commit), inside the timed region, since on the daemon they run on the event
-loop too. The stand-in does no work of its own (the real writer's ``submit`` is not measured).
+loop too. Its ``submit`` takes the session snapshots as the real one does; the subscribers are
+those of a started daemon (device limits, the API's live view with nobody subscribed).
 
 By default datagrams are handed to ``on_datagram`` directly and replies go to a list; with
 ``--socket`` they are sent to a bound UdpListener in chunks of ``--batch`` and read by its
@@ -41,8 +42,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from radtrack import config  # noqa: E402
-from radtrack.accounting import Accountant  # noqa: E402
-from radtrack.index import SessionIndex, UserDirectory  # noqa: E402
+from radtrack.api.subscriptions import EventHub  # noqa: E402
+from radtrack.daemon import Daemon  # noqa: E402
 from radtrack.model import SessionChange  # noqa: E402
 from radtrack.radius.dictionary import load as load_dictionary  # noqa: E402
 from radtrack.service import AccountingService  # noqa: E402
@@ -61,23 +62,31 @@ def _loadgen() -> Any:
 
 
 class FakeWriter:
-    """The writer's interface on the event loop, without the disk."""
+    """The writer's interface on the event loop, without the disk: ``submit`` takes a snapshot
+    of each changed session (``Session.row()``, as the real one does on the event loop) and
+    keeps the callback; ``commit`` calls the callbacks."""
 
     def __init__(self) -> None:
         self.healthy = True
-        self.queued = 0
         self.callbacks: list[Callable[[bool], None]] = []
-        self.changes = 0
+        self.rows: dict[str, tuple[tuple[object, ...], bool]] = {}
+
+    @property
+    def queued(self) -> int:
+        return len(self.callbacks)
 
     def submit(
         self, changes: Sequence[SessionChange], done: Callable[[bool], None] | None = None
     ) -> None:
-        self.changes += len(changes)
+        rows = self.rows
+        for change in changes:
+            rows[change.session.id] = (change.session.row(), not change.counters_only)
         if done is not None:
             self.callbacks.append(done)
 
     def commit(self) -> None:
         callbacks, self.callbacks = self.callbacks, []
+        self.rows = {}
         for done in callbacks:
             done(True)
 
@@ -118,11 +127,12 @@ def make_service() -> tuple[AccountingService, FakeWriter]:
             "api": {"listen": ""},
         }
     )
-    index = SessionIndex(settings.sessions.closed_cache)
-    accountant = Accountant(index, UserDirectory())
+    daemon = Daemon(settings)  # not started: its live state, accountant and subscribers
     writer = FakeWriter()
-    service = AccountingService(settings.radius, load_dictionary(), accountant, writer)  # type: ignore[arg-type]
-    service.subscribers.append(lambda changes: None)
+    service = AccountingService(settings.radius, load_dictionary(), daemon.accountant, writer)  # type: ignore[arg-type]
+    # the subscribers a started daemon has: the device-limit check and the API's live view
+    service.subscribers.append(daemon._enforce_limits)
+    service.subscribers.append(EventHub(daemon.users).publish)
     return service, writer
 
 

@@ -65,19 +65,30 @@ NAS_IPV6_ADDRESS = 95
 
 
 class RawPacket(NamedTuple):
-    """A structurally valid RADIUS packet: header fields and attributes in wire order.
+    """A structurally valid RADIUS packet: header fields and attribute values.
 
     ``data`` is the packet cut to its Length field (octets past it are padding, RFC 2866 §3).
-    ``values`` maps each attribute type to the value of its first instance (what the hot path
-    reads; a type absent from it is absent from the packet).
+    ``values`` maps each attribute type to the value of its first instance: what the hot path
+    reads; a type absent from it is absent from the packet. ``attributes`` lists them all in
+    wire order, walked again from ``data`` when asked (Proxy-State, Message-Authenticator).
     """
 
     code: int
     identifier: int
     authenticator: bytes
     data: bytes
-    attributes: list[tuple[int, bytes]]
     values: dict[int, bytes]
+
+    @property
+    def attributes(self) -> list[tuple[int, bytes]]:
+        data = self.data
+        attributes = []
+        pos = 20
+        while pos < len(data):  # decode() checked the structure
+            end = pos + data[pos + 1]
+            attributes.append((data[pos], data[pos + 2 : end]))
+            pos = end
+        return attributes
 
     def first(self, attr_type: int) -> bytes | None:
         return self.values.get(attr_type)
@@ -104,8 +115,8 @@ def decode(data: bytes) -> RawPacket:
         raise MalformedPacket(f"Length field {length} exceeds {MAX_PACKET_SIZE}")
     if length < size:
         data = data[:length]
-    attributes: list[tuple[int, bytes]] = []
-    append = attributes.append
+    values: dict[int, bytes] = {}
+    count = 0
     pos = 20
     try:
         while pos < length:
@@ -114,12 +125,16 @@ def decode(data: bytes) -> RawPacket:
                 if end < pos + 2:
                     raise MalformedPacket(f"attribute {data[pos]} has length {end - pos}")
                 raise MalformedPacket(f"attribute {data[pos]} runs past the end of the packet")
-            append((data[pos], data[pos + 2 : end]))
+            values[data[pos]] = data[pos + 2 : end]  # the last instance, for now
+            count += 1
             pos = end
     except IndexError:
         raise MalformedPacket(f"attribute header cut off at octet {pos}") from None
-    # type -> first value: built at C speed, reversed so that the first instance wins
-    return RawPacket(code, identifier, authenticator, data, attributes, dict(reversed(attributes)))
+    packet = RawPacket(code, identifier, authenticator, data, values)
+    if count != len(values):  # a type repeats (Proxy-State, Class...): the first one counts
+        packet.values.clear()
+        packet.values.update(reversed(packet.attributes))
+    return packet
 
 
 def zeroed_message_authenticator(packet: RawPacket) -> bytes:
