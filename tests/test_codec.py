@@ -724,6 +724,14 @@ def test_request_matches_the_plain_reference(cases: list[list[tuple[int, bytes]]
         assert type(request.status) is StatusType
 
 
+@examples(300)
+@given(st.binary(max_size=150), st.binary(max_size=300))
+def test_hmac_md5_is_hmac(key: bytes, message: bytes) -> None:
+    assert codec.hmac_md5(key, message) == hmac.digest(key, message, "md5")
+    assert codec.hmac_md5(key, message) == hmac.digest(key, message, "md5")  # pads reused
+    assert codec.md5(message).digest() == hashlib.md5(message).digest()
+
+
 def test_values_hold_the_first_instance() -> None:
     attrs = [(1, b"a"), (33, b"p1"), (1, b"b"), (33, b"p2")]
     packet = codec.decode(accounting_packet(attrs, b"s"))

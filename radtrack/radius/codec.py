@@ -13,14 +13,58 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import struct
+from collections.abc import Callable
 from socket import AF_INET6, inet_ntoa, inet_ntop
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from pyrad.dictionary import Dictionary
 
 from radtrack.errors import MalformedPacket
 from radtrack.model import AccountingRequest, StatusType
+
+
+class _Digest(Protocol):
+    def digest(self) -> bytes: ...
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def copy(self) -> _Digest: ...
+
+
+def _fast_md5() -> Callable[[bytes], _Digest]:
+    """CPython's own MD5: for a RADIUS packet's few hundred octets about 1.5-2x as fast as
+    OpenSSL's (whose per-call setup dominates at this size); the digest is the same."""
+    try:
+        return importlib.import_module("_md5").md5  # type: ignore[no-any-return]
+    except (ImportError, AttributeError):  # a Python built without it
+        return hashlib.md5
+
+
+md5 = _fast_md5()
+_HMAC_PADS: dict[bytes, tuple[_Digest, _Digest]] = {}
+
+
+def hmac_md5(key: bytes, message: bytes) -> bytes:
+    """HMAC-MD5 (RFC 2104) with the key's padded inner and outer blocks hashed once and copied
+    per call: ~3x faster than hmac.digest(key, message, "md5"), same result."""
+    pads = _HMAC_PADS.get(key)
+    if pads is None:
+        block = (md5(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+        pads = (
+            md5(bytes(octet ^ 0x36 for octet in block)),
+            md5(bytes(octet ^ 0x5C for octet in block)),
+        )
+        if len(_HMAC_PADS) >= 1024:  # keys are NAS secrets: few; never grow without bound
+            _HMAC_PADS.clear()
+        _HMAC_PADS[key] = pads
+    inner = pads[0].copy()
+    inner.update(message)
+    outer = pads[1].copy()
+    outer.update(inner.digest())
+    return outer.digest()
+
 
 # Packet codes (RFC 2865 §3, RFC 2866 §3, RFC 5176 §3, RFC 5997 §2)
 ACCOUNTING_REQUEST = 4
@@ -168,14 +212,14 @@ def verify_request(
             return False
         vector = packet.authenticator
     else:
-        expected = hashlib.md5(packet.data[:4] + ZERO_AUTH + packet.data[20:] + secret).digest()
+        expected = md5(packet.data[:4] + ZERO_AUTH + packet.data[20:] + secret).digest()
         if not hmac.compare_digest(expected, packet.authenticator):
             return False
         if not ma_values:
             return not require_message_authenticator
         vector = ZERO_AUTH
-    mac = hmac.new(secret, packet.data[:4] + vector + zeroed_message_authenticator(packet), "md5")
-    return hmac.compare_digest(mac.digest(), ma_values[0])
+    mac = hmac_md5(secret, packet.data[:4] + vector + zeroed_message_authenticator(packet))
+    return hmac.compare_digest(mac, ma_values[0])
 
 
 def encode_reply(
@@ -193,7 +237,7 @@ def encode_reply(
     """
     if PROXY_STATE not in request.values and not message_authenticator:
         head = REPLY_HEAD.pack(code, request.identifier, 20)  # the common case: no attributes
-        return head + hashlib.md5(head + request.authenticator + secret).digest()
+        return head + md5(head + request.authenticator + secret).digest()
     attrs = b"".join(
         bytes((PROXY_STATE, len(value) + 2)) + value for value in request.all(PROXY_STATE)
     )
@@ -201,10 +245,10 @@ def encode_reply(
         length = 20 + 18 + len(attrs)
         head = struct.pack("!BBH", code, request.identifier, length)
         vector = request.authenticator if request.code == STATUS_SERVER else ZERO_AUTH
-        mac = hmac.new(secret, head + vector + b"\x50\x12" + ZERO_AUTH + attrs, "md5").digest()
+        mac = hmac_md5(secret, head + vector + b"\x50\x12" + ZERO_AUTH + attrs)
         attrs = b"\x50\x12" + mac + attrs
     head = struct.pack("!BBH", code, request.identifier, 20 + len(attrs))
-    auth = hashlib.md5(head + request.authenticator + attrs + secret).digest()
+    auth = md5(head + request.authenticator + attrs + secret).digest()
     return head + auth + attrs
 
 
