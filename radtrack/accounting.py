@@ -59,7 +59,11 @@ class Accountant:
     def handle(self, request: AccountingRequest) -> list[SessionChange]:
         status = request.status
         if status is StatusType.INTERIM_UPDATE:
-            changes = self._interim(request)
+            sid = session_key(request.nas_key, request.session_id, request.class_hex)
+            session = self.index.find(sid)
+            if session is not None and session.stop_time is None:
+                return self._update_online(session, request)  # the common case: no detour
+            changes = self._interim(request, sid, session)
         elif status is StatusType.START:
             changes = self._start(request)
         elif status is StatusType.STOP:
@@ -74,6 +78,66 @@ class Accountant:
                 seen if change.kind is ChangeKind.STARTED else max(session.last_seen, seen)
             )
         return changes
+
+    def _update_online(self, session: Session, request: AccountingRequest) -> list[SessionChange]:
+        """An Interim-Update of an online session (80 % of all packets): what ``_interim`` and
+        ``handle`` do for it, written out in one function because it runs once per packet."""
+        event_time = request.event_time
+        last_update = session.last_update
+        if event_time != last_update:
+            if event_time < last_update:
+                return []  # a late Interim: keep the newer counters
+        elif (request.session_time or 0) <= session.session_time:
+            return []  # a duplicate Interim
+        session.last_update = event_time
+        # _merge_attributes
+        value = request.user_name
+        learned_user = value is not None and session.user_name is None
+        if learned_user:
+            session.user_name = value
+        value = request.nas_port_id
+        if value is not None:
+            session.nas_port_id = value
+        value = request.nas_port_type
+        if value is not None:
+            session.nas_port_type = value
+        value = request.calling_station_id
+        if value is not None:
+            session.calling_station_id = value
+        value = request.called_station_id
+        if value is not None:
+            session.called_station_id = value
+        value = request.framed_ip
+        if value is not None:
+            session.framed_ip = value
+        number = request.interim_interval
+        if number:
+            session.interim_interval = number
+        # _take_counters
+        number = request.session_time
+        if number is not None:
+            session.session_time = number
+        number = request.input_octets
+        if number is not None:
+            session.input_octets = number
+        number = request.output_octets
+        if number is not None:
+            session.output_octets = number
+        number = request.input_packets
+        if number is not None:
+            session.input_packets = number
+        number = request.output_packets
+        if number is not None:
+            session.output_packets = number
+        seen = request.received_at or event_time
+        if seen > session.last_seen:
+            session.last_seen = seen
+        if learned_user:
+            # the first packet had no User-Name: map the user now, as if it had; then the user
+            # columns change and the whole row is written
+            self.index.set_user(session, self.users.resolve(session.user_name, session.class_hex))
+            return [SessionChange(ChangeKind.UPDATED, session)]
+        return [SessionChange(ChangeKind.UPDATED, session, True)]  # counters only
 
     def _lookup(self, request: AccountingRequest) -> tuple[str, Session | None]:
         sid = session_key(request.nas_key, request.session_id, request.class_hex)
@@ -123,44 +187,41 @@ class Accountant:
         self._merge(session, request)
         return [SessionChange(ChangeKind.UPDATED, session)]  # never reopens a closed session
 
-    def _interim(self, request: AccountingRequest) -> list[SessionChange]:
-        # RFC 2869 §2.1 / RFC 2866 §5.1: Interim-Update carries the running counters
-        sid, session = self._lookup(request)
+    def _interim(
+        self, request: AccountingRequest, sid: str, session: Session | None
+    ) -> list[SessionChange]:
+        # RFC 2869 §2.1 / RFC 2866 §5.1: Interim-Update carries the running counters (an online
+        # session's: _update_online)
         if session is None:
             # the Start was lost: open the session from what the Interim knows
             session = self._new(sid, request, _start_from(request))
             return self._open_unless_rebooted(session)
         if not _is_newer(session, request):
             return []  # a late or duplicate Interim: keep the newer counters
-        if not session.online:
-            if session.close_reason == CloseReason.STOP:
-                return []  # an Interim after the Stop does not reopen it
-            reboot = self._reboot_after(session)
-            if session.close_reason != CloseReason.STALE or reboot is not None:
-                # a NAS reboot ended it, and this Interim, sent before the reboot, arrives late:
-                # it brings newer counters but does not reopen the session
-                session_time = session.session_time
-                session.last_update = request.event_time
-                self._merge(session, request)
-                _take_counters(session, request)
-                if reboot is not None:
-                    self._close_by_reboot(session, reboot)
-                else:  # the reboot that closed it is no longer remembered (restarted since)
-                    session.session_time = max(session.session_time, session_time)
-                return [SessionChange(ChangeKind.UPDATED, session)]
-            # closed as stale, yet the NAS reports it alive: it was online all along
-            session.stop_time = None
-            session.close_reason = None
+        # a closed session (handle() gives an online one to _update_online)
+        if session.close_reason == CloseReason.STOP:
+            return []  # an Interim after the Stop does not reopen it
+        reboot = self._reboot_after(session)
+        if session.close_reason != CloseReason.STALE or reboot is not None:
+            # a NAS reboot ended it, and this Interim, sent before the reboot, arrives late:
+            # it brings newer counters but does not reopen the session
+            session_time = session.session_time
             session.last_update = request.event_time
             self._merge(session, request)
             _take_counters(session, request)
-            self._open(session)
-            return [SessionChange(ChangeKind.STARTED, session)]
+            if reboot is not None:
+                self._close_by_reboot(session, reboot)
+            else:  # the reboot that closed it is no longer remembered (restarted since)
+                session.session_time = max(session.session_time, session_time)
+            return [SessionChange(ChangeKind.UPDATED, session)]
+        # closed as stale, yet the NAS reports it alive: it was online all along
+        session.stop_time = None
+        session.close_reason = None
         session.last_update = request.event_time
-        learned_user = self._merge(session, request)
+        self._merge(session, request)
         _take_counters(session, request)
-        # a User-Name learned now changes user columns: then the whole row is written
-        return [SessionChange(ChangeKind.UPDATED, session, counters_only=not learned_user)]
+        self._open(session)
+        return [SessionChange(ChangeKind.STARTED, session)]
 
     def _stop(self, request: AccountingRequest) -> list[SessionChange]:
         # RFC 2866 §5.1: Stop ends the session and carries the final counters and cause

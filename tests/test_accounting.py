@@ -131,6 +131,39 @@ def test_interim_refreshes_counters_and_last_seen(acct: Accountant) -> None:
     assert session.start_time == T0
 
 
+def test_interim_of_online_session_fills_every_attribute_known_later(acct: Accountant) -> None:
+    acct.handle(start(user_name=None, interim_interval=None))
+    late = {
+        "nas_port_id": "wg0/7",
+        "nas_port_type": "Virtual",
+        "calling_station_id": "AA:BB",
+        "called_station_id": "192.0.2.1:51820",
+        "framed_ip": "100.64.0.7",
+        "interim_interval": 120,
+    }
+    changes = acct.handle(interim(60, user_name="12345", **late, received_at=T0 + 5_000))
+    assert [(c.kind, c.counters_only) for c in changes] == [(ChangeKind.UPDATED, False)]
+    session = found(acct)
+    assert {name: getattr(session, name) for name in late} == late
+    assert (session.user_name, session.user_id, session.last_seen) == ("12345", 12345, T0 + 5_000)
+    # absent attributes keep what the session knows; an older arrival time does not rewind
+    changes = acct.handle(interim(120, user_name="other", received_at=T0 + 10))
+    assert [(c.kind, c.counters_only) for c in changes] == [(ChangeKind.UPDATED, True)]
+    assert {name: getattr(session, name) for name in late} == late
+    assert (session.user_name, session.last_seen) == ("12345", T0 + 5_000)
+
+
+def test_interim_with_the_same_event_time_counts_by_session_time(acct: Accountant) -> None:
+    acct.handle(start())
+    acct.handle(interim(60))
+    same_time = packet(StatusType.INTERIM_UPDATE, T0 + 60, **counters(61))
+    assert kinds(acct.handle(same_time)) == [ChangeKind.UPDATED]
+    assert found(acct).session_time == 61
+    older_counters = packet(StatusType.INTERIM_UPDATE, T0 + 60, **counters(59))
+    assert acct.handle(older_counters) == []
+    assert found(acct).session_time == 61
+
+
 def test_interim_without_start_opens_session_started_session_time_ago(acct: Accountant) -> None:
     # RFC 2866 §5.7: Acct-Session-Time says how long the session has run
     assert kinds(acct.handle(interim(300))) == [ChangeKind.STARTED]
