@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from pyrad.packet import AcctPacket, PacketError
 
 from radtrack.errors import MalformedPacket
-from radtrack.model import StatusType
+from radtrack.model import AccountingRequest, StatusType
 from radtrack.radius import codec, dictionary
 
 DICT = dictionary.load()
@@ -720,6 +720,7 @@ def test_request_matches_the_plain_reference(cases: list[list[tuple[int, bytes]]
             assert request is None
             continue
         assert request is not None
+        assert len(request) == len(AccountingRequest._fields)  # built with tuple.__new__
         assert request._asdict() == expected
         assert type(request.status) is StatusType
 

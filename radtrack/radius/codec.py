@@ -76,6 +76,7 @@ DISCONNECT_NAK = 42
 
 MAX_PACKET_SIZE = 4096  # RFC 2865 §3: "The maximum length is 4096"
 HEADER = struct.Struct("!BBH16s")
+_new_tuple = tuple.__new__  # builds a NamedTuple from a tuple in C
 REPLY_HEAD = struct.Struct("!BBH")
 ZERO_AUTH = b"\x00" * 16
 
@@ -174,7 +175,7 @@ def decode(data: bytes) -> RawPacket:
             pos = end
     except IndexError:
         raise MalformedPacket(f"attribute header cut off at octet {pos}") from None
-    packet = RawPacket(code, identifier, authenticator, data, values)
+    packet: RawPacket = _new_tuple(RawPacket, (code, identifier, authenticator, data, values))
     if count != len(values):  # a type repeats (Proxy-State, Class...): the first one counts
         packet.values.clear()
         packet.values.update(reversed(packet.attributes))
@@ -420,7 +421,10 @@ class AccountingDecoder:
             output_octets: int | None = low
         else:
             output_octets = None
-        return AccountingRequest._make(
+        # tuple.__new__: NamedTuple's own __new__ and _make are Python functions, a frame each;
+        # the field order is AccountingRequest's (tests/test_codec.py checks every field)
+        return _new_tuple(
+            AccountingRequest,
             (
                 status,
                 nas_key,
@@ -468,5 +472,5 @@ class AccountingDecoder:
                 if interim_raw is not None and len(interim_raw) == 4
                 else None,
                 now,  # received_at
-            )
+            ),
         )
