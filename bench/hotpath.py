@@ -69,6 +69,7 @@ class FakeWriter:
     def __init__(self) -> None:
         self.healthy = True
         self.callbacks: list[Callable[[bool], None]] = []
+        self.acks: list[tuple[Callable[[bytes, Any], None], bytes, Any]] = []
         self.rows: dict[str, tuple[tuple[object, ...], bool]] = {}
 
     @property
@@ -76,17 +77,26 @@ class FakeWriter:
         return len(self.callbacks)
 
     def submit(
-        self, changes: Sequence[SessionChange], done: Callable[[bool], None] | None = None
+        self,
+        changes: Sequence[SessionChange],
+        done: Callable[[bool], None] | None = None,
+        ack: tuple[Callable[[bytes, Any], None], bytes, Any] | None = None,
     ) -> None:
         rows = self.rows
         for change in changes:
             rows[change.session.id] = (change.session.row(), not change.counters_only)
         if done is not None:
             self.callbacks.append(done)
+        if ack is not None:
+            self.acks.append(ack)
 
     def commit(self) -> None:
+        """What the commit thread does after COMMIT (send the replies), then the callbacks."""
         callbacks, self.callbacks = self.callbacks, []
+        acks, self.acks = self.acks, []
         self.rows = {}
+        for send, data, address in acks:
+            send(data, address)
         for done in callbacks:
             done(True)
 

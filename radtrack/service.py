@@ -114,6 +114,8 @@ class AccountingService:
         self.stats = Stats()
         self.subscribers: list[Subscriber] = []
         self._warn = RateLimiter()
+        # packets in flight that were retransmitted meanwhile (answered again after the commit)
+        self._retransmitted: set[tuple[object, ...]] = set()
 
     def reconfigure(self, settings: RadiusSettings) -> None:
         """New NAS clients and secrets (SIGHUP); packets in flight keep the secret they had."""
@@ -159,6 +161,10 @@ class AccountingService:
             stats.duplicates += 1
             if cached is not IN_FLIGHT:
                 listener.send(cached, addr)  # type: ignore[arg-type]
+            else:
+                # a retransmission while its first copy waits for the commit: it gets the
+                # reply when that commit completes
+                self._retransmitted.add(key)
             return
         if not codec.verify_request(
             packet,
@@ -198,10 +204,15 @@ class AccountingService:
         def done(ok: bool) -> None:
             if not ok:
                 self.cache.forget(key)
+                self._retransmitted.discard(key)
                 self._drop("store_failed", peer)
                 return
+            # the commit thread has sent the reply already (the ack below); this bookkeeping
+            # runs on the event loop once it gets to it
             self.cache.answer(key, reply, self.clock())
-            listener.send(reply, addr)
+            if self._retransmitted and key in self._retransmitted:
+                self._retransmitted.discard(key)
+                listener.send(reply, addr)
             latency = time.monotonic() - received
             stats.acknowledged += 1
             stats.ack_latency_sum += latency
@@ -209,7 +220,7 @@ class AccountingService:
             if changes:
                 self._publish(changes)
 
-        self.writer.submit(changes, done)
+        self.writer.submit(changes, done, (listener.send, reply, addr))
 
     def expire(self, budget: int | None = None) -> int:
         """Close stale sessions (the timer calls this); returns how many were closed."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,23 +85,32 @@ async def test_acknowledged_rows_are_in_the_journal_and_folded_later(tmp_path: P
         await writer.close()
 
 
-@pytest.mark.asyncio
-async def test_start_up_folds_what_a_crash_left_in_the_journal(tmp_path: Path) -> None:
-    db = tmp_path / "j.db"
-    writer = Writer(db, fold_interval=3600)
+CRASHING_WRITER = """
+import asyncio, os, sys
+from pathlib import Path
+from radtrack.model import ChangeKind, Session, SessionChange
+from radtrack.store.writer import Writer
+
+async def main():
+    writer = Writer(Path(sys.argv[1]), fold_interval=3600)
     await writer.open()
-    a = session("a", octets=10)
-    assert await commit(writer, [change(a, ChangeKind.STARTED)])
-    a.input_octets = 20
-    assert await commit(writer, [change(a)])
-    # a crash: the process dies without folding (simulated by abandoning the connections)
-    assert writer._conn is not None and writer._main is not None
-    writer._task.cancel()  # type: ignore[union-attr]
-    writer._fold_task.cancel()  # type: ignore[union-attr]
-    writer._conn.close()
-    writer._main.close()
-    writer._conn = writer._main = None
+    s = Session("id-a", "nas/192.0.2.1", "nas", "192.0.2.1", "a", 1.7e9, 1.7e9, input_octets=10)
+    for kind, octets in ((ChangeKind.STARTED, 10), (ChangeKind.UPDATED, 20)):
+        s.input_octets = octets
+        done = asyncio.get_running_loop().create_future()
+        writer.submit([SessionChange(kind, s, kind is ChangeKind.UPDATED)], done.set_result)
+        assert await done
+    os._exit(0)  # dies like SIGKILL would: no fold, no close
+
+asyncio.run(main())
+"""
+
+
+def test_start_up_folds_what_a_crash_left_in_the_journal(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(db)], check=True, timeout=60)
     assert table(db) == {}
+    assert table(db, "current_sessions") == {"a": (20, None)}
     # the next start-up folds the journal into sessions before anything is loaded
     assert journal.settle(db) == 2
     assert table(db) == {"a": (20, None)}

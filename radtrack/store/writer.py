@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Done = Callable[[bool], None]
+# a reply the commit thread sends once its commit is durable: (send, data, address)
+Ack = tuple[Callable[[bytes, Any], None], bytes, Any]
 # Upper bounds (seconds) of the commit duration histogram (radtrack_commit_seconds)
 # The nice value of the fold thread: the scheduler gives it ~1/10 of a contended core
 BACKGROUND_NICE = 10
@@ -138,23 +140,26 @@ class Writer:
         # for the event loop; docs/performance.md)
         self._conn: sqlite3.Connection | None = None  # the journal's, on the writer thread
         self._main: sqlite3.Connection | None = None  # the main database's, on the fold thread
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="radtrack-writer"
-        )
         # folds and checkpoints are background work: on a small box they must not take the
         # cores from the event loop and the commits that acknowledgements wait for
         self._folder = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="radtrack-fold", initializer=_background_priority
         )
+        # the commit thread: it takes what the event loop queued (under ``_lock``), commits,
+        # sends the replies itself and hands the callbacks back to the loop, then goes again at
+        # once; so an acknowledgement never waits for the loop to finish a batch of datagrams
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
         self._rows: dict[object, Pending] = {}
-        self._statements: list[tuple[list[Step], asyncio.Future[int]]] = []
         self._callbacks: list[Done] = []
+        self._acks: list[Ack] = []
+        self._sleeping = False
         self._committing = 0
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._statements: list[tuple[list[Step], asyncio.Future[int]]] = []
         self._closing = False
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._abandoned = False  # close() gave up on a failing disk: the commit thread ends
         # folding: the journal seq ``sessions`` holds (the mark), and how far the writer may trim
         # the journal: one fold behind the mark, so a reader that took its snapshot of the main
         # database just before a fold still finds the rows it needs in the journal
@@ -170,11 +175,14 @@ class Writer:
         self.stats.recovered_journal_rows = await asyncio.to_thread(
             _prepare, self.path, self.synchronous, self.busy_timeout
         )
-        self._conn = await self._in_thread(self._connect)
-        self._main = await asyncio.wrap_future(self._folder.submit(self._connect_main))
+        self._conn = await asyncio.to_thread(self._connect)
+        self._main = await self._in_folder(self._connect_main)
         self._mark = self._trimmed = self._trim_to = journal.mark(self._main)
-        loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._run(), name="radtrack-writer")
+        loop = self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._commit_loop, name="radtrack-writer", daemon=True
+        )
+        self._thread.start()
         self._fold_task = loop.create_task(self._fold_run(), name="radtrack-fold")
 
     def _connect(self) -> sqlite3.Connection:
@@ -203,9 +211,6 @@ class Writer:
             raise
         return conn
 
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
     async def _in_folder(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._folder, fn, *args)
 
@@ -215,23 +220,33 @@ class Writer:
         """Packets in flight: waiting for a commit or inside the one running now."""
         return len(self._callbacks) + self._committing
 
-    def submit(self, changes: Sequence[SessionChange], done: Done | None = None) -> None:
-        """Queue snapshots of the changed sessions (the newest snapshot of a session wins) and a
-        completion callback that runs after the commit that holds them (or a later one)."""
+    def submit(
+        self,
+        changes: Sequence[SessionChange],
+        done: Done | None = None,
+        ack: Ack | None = None,
+    ) -> None:
+        """Queue snapshots of the changed sessions (the newest snapshot of a session wins), a
+        completion callback that runs on the event loop after the commit that holds them (or a
+        later one), and a reply the commit thread sends as soon as that commit is durable:
+        ``ack = (send, data, address)``, ``send(data, address)`` must be thread-safe (a UDP
+        socket's sendto is)."""
         if self._closing:
             raise StoreError("the writer is closed")
-        pending = self._rows
-        for change in changes:
-            key = change.session.id
-            full = not change.counters_only
-            if not full:
-                queued = pending.get(key)
-                full = queued is not None and queued[1]
-            pending[key] = (change.session.row(), full)
-        if done is not None:
-            self._callbacks.append(done)
-        self._idle.clear()
-        self._wakeup.set()
+        rows = [(c.session.id, c.session.row(), not c.counters_only) for c in changes]
+        with self._lock:
+            pending = self._rows
+            for key, row, full in rows:
+                if not full:
+                    queued = pending.get(key)
+                    full = queued is not None and queued[1]
+                pending[key] = (row, full)
+            if done is not None:
+                self._callbacks.append(done)
+            if ack is not None:
+                self._acks.append(ack)
+            if self._sleeping:
+                self._work.notify()
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement on the main database; returns the rows it changed, once committed.
@@ -270,70 +285,114 @@ class Writer:
         return started is not None and time.monotonic() - started > limit
 
     async def flush(self) -> None:
-        """Wait until everything submitted so far is committed (or failed)."""
-        await self._idle.wait()
+        """Wait until everything submitted so far is committed (a failed commit is retried:
+        this waits for the retry that succeeds)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            committed: asyncio.Future[bool] = loop.create_future()
 
-    # -- the commit task -------------------------------------------------------------------------
+            def done(ok: bool, committed: asyncio.Future[bool] = committed) -> None:
+                if not committed.done():
+                    committed.set_result(ok)
+
+            with self._lock:
+                self._callbacks.append(done)
+                if self._sleeping:
+                    self._work.notify()
+            if await committed:
+                return
+
+    def _kick(self) -> None:
+        """Wake the commit thread (it has trimming to do)."""
+        with self._lock:
+            if self._sleeping:
+                self._work.notify()
+
+    # -- the commit thread ------------------------------------------------------------------------
     def _trim_step(self) -> int:
         """The journal seq this commit may delete up to (0: none)."""
         if self._trimmed >= self._trim_to:
             return 0
         return min(self._trim_to, self._trimmed + journal.TRIM_CHUNK)
 
-    async def _run(self) -> None:
+    def _commit_loop(self) -> None:
+        """The commit thread: group commits back to back while there is work."""
         delay = self.retry_delay
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            trim = self._trim_step()
-            if not (self._rows or self._callbacks or trim):
-                self._idle.set()
-                if self._closing:
-                    return
-                continue
-            rows, self._rows = self._rows, {}
-            callbacks, self._callbacks = self._callbacks, []
-            if len(rows) > self.max_batch:
-                # commit the oldest max_batch rows now and the rest in the next round; the
-                # callbacks wait for that round, since some of their rows are in it
-                keep = list(rows.items())
-                rows = dict(keep[: self.max_batch])
-                for key, pending in keep[self.max_batch :]:
-                    self._rows.setdefault(key, pending)
-                self._callbacks[:0] = callbacks
-                callbacks = []
-            self._committing = len(callbacks)
+            with self._lock:
+                while True:
+                    if self._abandoned:
+                        return
+                    trim = self._trim_step()
+                    if self._rows or self._callbacks or trim:
+                        break
+                    if self._closing:
+                        return
+                    self._sleeping = True
+                    self._work.wait()
+                    self._sleeping = False
+                rows, self._rows = self._rows, {}
+                callbacks, self._callbacks = self._callbacks, []
+                acks, self._acks = self._acks, []
+                if len(rows) > self.max_batch:
+                    # commit the oldest max_batch rows now and the rest in the next round; the
+                    # callbacks and replies wait for that round, since some of their rows are in it
+                    keep = list(rows.items())
+                    rows = dict(keep[: self.max_batch])
+                    for key, pending in keep[self.max_batch :]:
+                        self._rows.setdefault(key, pending)
+                    self._callbacks[:0] = callbacks
+                    self._acks[:0] = acks
+                    callbacks, acks = [], []
+                self._committing = len(callbacks)
             try:
-                ok = await self._commit(rows, trim)
-            finally:
-                self._committing = 0
-            for done in callbacks:
-                done(ok)
+                ok = self._commit(rows, trim)
+                if ok:
+                    for send, data, address in acks:
+                        send(data, address)
+            except Exception:  # a bug, not the disk: keep the thread (and the daemon) alive
+                logger.exception("event=writer_crashed")
+                ok = False
+            if not ok:
+                # keep the rows (a newer snapshot queued meanwhile wins) and retry after a pause
+                with self._lock:
+                    for key, pending in rows.items():
+                        newer = self._rows.get(key)
+                        if newer is None:
+                            self._rows[key] = pending
+                        elif pending[1] and not newer[1]:
+                            self._rows[key] = (newer[0], True)
+            self._committing = 0
+            self._hand_back(callbacks, ok, trim)
             if ok:
                 delay = self.retry_delay
-                self.healthy = True
-                if trim:
-                    self._trimmed = trim
-                if self.stats.pending_rows >= self.fold_rows:
-                    self._fold_wakeup.set()
             else:
-                # keep the rows (a newer snapshot queued meanwhile wins) and retry after a pause
-                for key, pending in rows.items():
-                    newer = self._rows.get(key)
-                    if newer is None:
-                        self._rows[key] = pending
-                    elif pending[1] and not newer[1]:
-                        self._rows[key] = (newer[0], True)
-                self.healthy = False
-                await asyncio.sleep(delay)
+                time.sleep(delay)
                 delay = min(delay * 2, self.max_retry_delay)
-            self._wakeup.set()
 
-    async def _commit(self, rows: dict[object, Pending], trim: int) -> bool:
+    def _hand_back(self, callbacks: list[Done], ok: bool, trim: int) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            loop.call_soon_threadsafe(self._completed, callbacks, ok, trim)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _completed(self, callbacks: list[Done], ok: bool, trim: int) -> None:
+        """On the event loop, after a commit: run its callbacks."""
+        self.healthy = ok
+        if ok and trim:
+            self._trimmed = trim
+        for done in callbacks:
+            done(ok)
+        if ok and self.stats.pending_rows >= self.fold_rows:
+            self._fold_wakeup.set()
+
+    def _commit(self, rows: dict[object, Pending], trim: int) -> bool:
         started = time.monotonic()
         self.stats.commit_started = started
         try:
-            await self._in_thread(self._write, list(rows.values()), trim)
+            self._write(list(rows.values()), trim)
         except sqlite3.Error as exc:
             self.stats.failures += 1
             logger.error(
@@ -354,7 +413,7 @@ class Writer:
         return True
 
     def _write(self, rows: list[Pending], trim: int) -> None:
-        """One transaction on the journal, on the writer thread: append the rows, delete folded
+        """One transaction on the journal, on the commit thread: append the rows, delete folded
         ones. Raises sqlite3.Error after rolling back."""
         conn = self._conn
         assert conn is not None
@@ -439,7 +498,7 @@ class Writer:
             stats.fold_seconds_sum += time.monotonic() - started
             # the journal may be trimmed up to the previous mark (see __init__)
             self._trim_to, self._mark = self._mark, mark
-            self._wakeup.set()
+            self._kick()
             if count < self.fold_rows:
                 return
 
@@ -497,13 +556,20 @@ class Writer:
         def left() -> float | None:
             return None if deadline is None else max(0.1, deadline - time.monotonic())
 
-        if self._task is not None:
-            task, self._task = self._task, None
-            self._wakeup.set()
+        if self._thread is not None:
+            thread, self._thread = self._thread, None
             try:
-                await asyncio.wait_for(task, left())
+                # everything queued is committed first (retried while the disk fails)
+                await asyncio.wait_for(self.flush(), left())
             except TimeoutError:
                 logger.error("event=writer_abandoned queued_rows=%d", len(self._rows))
+                self._abandoned = True
+            with self._lock:
+                self._work.notify()
+            await asyncio.to_thread(thread.join, left())
+            if thread.is_alive():  # a commit hangs on the disk: leave it, it is a daemon thread
+                logger.error("event=writer_thread_stuck")
+                self._conn = None
         if self._fold_task is not None:
             task, self._fold_task = self._fold_task, None
             self._fold_wakeup.set()
@@ -511,14 +577,15 @@ class Writer:
                 await asyncio.wait_for(task, left())
             except TimeoutError:
                 logger.error("event=fold_abandoned pending_rows=%d", self.stats.pending_rows)
-        for attr, executor in (("_conn", self._executor), ("_main", self._folder)):
-            conn = getattr(self, attr)
-            if conn is not None:
-                setattr(self, attr, None)
-                # on its own thread, after any commit still running there
-                closing = asyncio.wrap_future(executor.submit(conn.close))
-                try:
-                    await asyncio.wait_for(closing, max(self.busy_timeout, 1.0) + 1.0)
-                except TimeoutError:
-                    logger.error("event=writer_close_timeout")
-            executor.shutdown(wait=False)
+        if self._conn is not None:
+            self._conn.close()  # the commit thread has ended
+            self._conn = None
+        if self._main is not None:
+            conn, self._main = self._main, None
+            # on the fold thread, after any fold still running there
+            closing = asyncio.wrap_future(self._folder.submit(conn.close))
+            try:
+                await asyncio.wait_for(closing, max(self.busy_timeout, 1.0) + 1.0)
+            except TimeoutError:
+                logger.error("event=writer_close_timeout")
+        self._folder.shutdown(wait=False)
