@@ -1,22 +1,26 @@
 #!/usr/bin/env python3
-"""Event-loop CPU per accounting packet: the whole ``AccountingService.on_datagram`` path, no
-event loop, no disk.
+"""Event-loop CPU per accounting packet: the whole ``AccountingService.on_datagram`` path and the
+bookkeeping after the commit, without the disk.
 
     python3 bench/hotpath.py                      # 50,000 packets, 5 runs, best run reported
     python3 bench/hotpath.py --socket             # through a real UdpListener and UDP sockets
     python3 bench/hotpath.py --profile            # cProfile of one run, top functions
+    valgrind --tool=cachegrind --cache-sim=no python3 bench/hotpath.py --runs 1 --packets N
+        # instructions: run with two N and divide the difference (stable on a busy machine)
 
 Packets come from bench/loadgen.py's encoder (10 % Start, 80 % Interim, 10 % Stop). A warm-up
 round (every session once) fills the live index first, so the timed packets meet the steady
-state: known sessions, Interims updating counters, Stops closing, Starts opening. The writer is
-a stand-in that keeps each packet's ``done`` and calls them all ``True`` every ``--batch``
-packets (a group commit), inside the timed region, since on the daemon they run on the event
-loop too. Its ``submit`` takes the session snapshots as the real one does; the subscribers are
-those of a started daemon (device limits, the API's live view with nobody subscribed).
+state: known sessions, Interims updating counters, Stops closing, Starts opening. It runs on
+the daemon's event loop (uvloop when installed), since the service may leave work to it.
 
-By default datagrams are handed to ``on_datagram`` directly and replies go to a list; with
-``--socket`` they are sent to a bound UdpListener in chunks of ``--batch`` and read by its
-``_readable`` (recvfrom) and answered with its ``send`` (sendto), which adds the syscalls.
+The writer is a stand-in with the real one's split: every ``--batch`` packets a "commit" sends
+the replies (the commit thread's work: not timed) and hands the callbacks back to the loop
+(timed, with whatever they schedule). Its ``submit`` snapshots the sessions as the real one
+does; the subscribers are those of a started daemon (device limits, the API's live view with
+nobody subscribed). So the figure is the event-loop thread's CPU per packet.
+
+By default datagrams are handed to ``on_datagram`` directly; with ``--socket`` they are sent to
+a bound UdpListener in chunks of ``--batch`` and read by its ``_readable`` (recvfrom).
 
 Reports microseconds of CPU (process time) per packet: the figure to compare before and after
 a change on the packet path.
@@ -25,6 +29,7 @@ a change on the packet path.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import gc
 import importlib.util
@@ -34,7 +39,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,15 +95,21 @@ class FakeWriter:
         if ack is not None:
             self.acks.append(ack)
 
-    def commit(self) -> None:
-        """What the commit thread does after COMMIT (send the replies), then the callbacks."""
+    def commit(self) -> list[Callable[[bool], None]]:
+        """What the commit thread does after COMMIT: send the replies; returns the callbacks
+        it hands back to the event loop."""
         callbacks, self.callbacks = self.callbacks, []
         acks, self.acks = self.acks, []
         self.rows = {}
         for send, data, address in acks:
             send(data, address)
-        for done in callbacks:
-            done(True)
+        return callbacks
+
+
+def completed(callbacks: list[Callable[[bool], None]]) -> None:
+    """What the event loop does after a commit (Writer._completed)."""
+    for done in callbacks:
+        done(True)
 
 
 class FakeListener:
@@ -146,24 +157,30 @@ def make_service() -> tuple[AccountingService, FakeWriter]:
     return service, writer
 
 
-def run_direct(warmup: list[bytes], timed: list[bytes], batch: int) -> tuple[float, int]:
+async def run_direct(warmup: list[bytes], timed: list[bytes], batch: int) -> tuple[float, int]:
     service, writer = make_service()
     listener = FakeListener()
     handle = service.on_datagram
     for data in warmup:
         handle(listener, data, PEER)  # type: ignore[arg-type]
-    writer.commit()
+    completed(writer.commit())
+    await asyncio.sleep(0)
     listener.sent.clear()
-    start = time.process_time()
+    elapsed = 0.0
     for i in range(0, len(timed), batch):
+        start = time.process_time()
         for data in timed[i : i + batch]:
             handle(listener, data, PEER)  # type: ignore[arg-type]
-        writer.commit()
-    elapsed = time.process_time() - start
+        elapsed += time.process_time() - start
+        callbacks = writer.commit()  # the commit thread's part: not timed
+        start = time.process_time()
+        completed(callbacks)
+        await asyncio.sleep(0)  # what the callbacks left for the loop (call_soon)
+        elapsed += time.process_time() - start
     return elapsed, len(listener.sent)
 
 
-def run_socket(warmup: list[bytes], timed: list[bytes], batch: int) -> tuple[float, int]:
+async def run_socket(warmup: list[bytes], timed: list[bytes], batch: int) -> tuple[float, int]:
     service, writer = make_service()
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
@@ -193,19 +210,37 @@ def run_socket(warmup: list[bytes], timed: list[bytes], batch: int) -> tuple[flo
     for i in range(0, len(warmup), batch):
         feed(warmup[i : i + batch])
         listener._readable()
-        writer.commit()
+        completed(writer.commit())
+        await asyncio.sleep(0)
         drain()
     elapsed = 0.0
     for i in range(0, len(timed), batch):
         feed(timed[i : i + batch])
         start = time.process_time()
         listener._readable()
-        writer.commit()
+        elapsed += time.process_time() - start
+        callbacks = writer.commit()  # the commit thread's part (the replies): not timed
+        start = time.process_time()
+        completed(callbacks)
+        await asyncio.sleep(0)
         elapsed += time.process_time() - start
         answered += drain()
     server.close()
     client.close()
     return elapsed, answered
+
+
+def run(
+    mode: Callable[[list[bytes], list[bytes], int], Coroutine[Any, Any, tuple[float, int]]],
+    warmup: list[bytes],
+    timed: list[bytes],
+    batch: int,
+) -> tuple[float, int]:
+    try:
+        import uvloop  # the daemon's event loop
+    except ImportError:
+        return asyncio.run(mode(warmup, timed, batch))
+    return uvloop.run(mode(warmup, timed, batch))
 
 
 def main() -> None:
@@ -220,17 +255,17 @@ def main() -> None:
     args = parser.parse_args()
     gc.set_threshold(50_000, 20, 100)  # as `radtrack serve` sets it (radtrack/cli.py)
     warmup, timed = build(args.packets, args.sessions, args.seed)
-    run = run_socket if args.socket else run_direct
+    mode = run_socket if args.socket else run_direct
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        run(warmup, timed, args.batch)
+        run(mode, warmup, timed, args.batch)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
     results = []
     for _ in range(args.runs):
-        elapsed, answered = run(warmup, timed, args.batch)
+        elapsed, answered = run(mode, warmup, timed, args.batch)
         if answered != len(timed):
             raise SystemExit(f"only {answered} of {len(timed)} packets answered")
         results.append(elapsed / len(timed) * 1e6)
