@@ -5,6 +5,7 @@ never blocks; the writer's thread does the disk work.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import ipaddress
 import logging
@@ -116,6 +117,9 @@ class AccountingService:
         self._warn = RateLimiter()
         # packets in flight that were retransmitted meanwhile (answered again after the commit)
         self._retransmitted: set[tuple[object, ...]] = set()
+        # changes committed and not yet published: a commit's callbacks gather them, and the
+        # subscribers get them in one call right after those callbacks (not one per packet)
+        self._unpublished: list[SessionChange] = []
 
     def reconfigure(self, settings: RadiusSettings) -> None:
         """New NAS clients and secrets (SIGHUP); packets in flight keep the secret they had."""
@@ -218,7 +222,7 @@ class AccountingService:
             stats.ack_latency_sum += latency
             stats.ack_buckets[bisect.bisect_left(ACK_BUCKETS, latency)] += 1
             if changes:
-                self._publish(changes)
+                self._publish_soon(changes)
 
         self.writer.submit(changes, done, (listener.send, reply, addr))
 
@@ -234,8 +238,23 @@ class AccountingService:
                     change.session.nas_name,
                     change.session.session_id,
                 )
-            self.writer.submit(changes, lambda ok: self._publish(changes) if ok else None)
+            self.writer.submit(changes, lambda ok: self._publish_soon(changes) if ok else None)
         return len(changes)
+
+    def _publish_soon(self, changes: Sequence[SessionChange]) -> None:
+        """Publish once the event loop is done with the callbacks of this commit, in order."""
+        unpublished = self._unpublished
+        if not unpublished:
+            try:
+                asyncio.get_running_loop().call_soon(self._publish_unpublished)
+            except RuntimeError:  # no event loop (a test calling the callbacks): at once
+                self._publish(changes)
+                return
+        unpublished.extend(changes)
+
+    def _publish_unpublished(self) -> None:
+        changes, self._unpublished = self._unpublished, []
+        self._publish(changes)
 
     def _publish(self, changes: Sequence[SessionChange]) -> None:
         for subscriber in list(self.subscribers):

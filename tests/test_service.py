@@ -1,0 +1,147 @@
+"""AccountingService without sockets or disk: a recording writer and listener stand in, so the
+order of what happens after a commit (replies, bookkeeping, events) can be checked exactly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyrad.dictionary import Dictionary
+
+from radtrack.accounting import Accountant
+from radtrack.index import SessionIndex, UserDirectory
+from radtrack.model import ChangeKind, SessionChange
+from radtrack.service import AccountingService
+from tests.conftest import acct_packet, make_settings
+
+PEER = ("127.0.0.1", 50000)
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.healthy = True
+        self.pending: list[tuple[Callable[[bool], None], Any]] = []
+
+    @property
+    def queued(self) -> int:
+        return len(self.pending)
+
+    def submit(
+        self,
+        changes: Sequence[SessionChange],
+        done: Callable[[bool], None] | None = None,
+        ack: Any = None,
+    ) -> None:
+        assert done is not None
+        self.pending.append((done, ack))
+
+    def commit(self, ok: bool = True) -> None:
+        """The commit thread's part (send the replies) and the event loop's (the callbacks)."""
+        pending, self.pending = self.pending, []
+        if ok:
+            for _, (send, data, address) in pending:
+                send(data, address)
+        for done, _ in pending:
+            done(ok)
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((data, addr))
+
+
+def service(tmp_path: Path, dictionary: Dictionary) -> tuple[AccountingService, Writer]:
+    settings = make_settings(tmp_path)
+    writer = Writer()
+    accountant = Accountant(SessionIndex(), UserDirectory())
+    return AccountingService(settings.radius, dictionary, accountant, writer), writer  # type: ignore[arg-type]
+
+
+def start(dictionary: Dictionary, session: str, identifier: int) -> bytes:
+    packet = acct_packet(
+        dictionary,
+        User_Name="12345",
+        Acct_Status_Type="Start",
+        Acct_Session_Id=session,
+        NAS_IP_Address="192.0.2.1",
+        Event_Timestamp=1705314600,
+    )
+    packet.id = identifier
+    return packet.RequestPacket()  # type: ignore[no-any-return]
+
+
+@pytest.mark.asyncio
+async def test_a_commits_changes_reach_subscribers_in_one_call_in_packet_order(
+    tmp_path: Path, dictionary: Dictionary
+) -> None:
+    svc, writer = service(tmp_path, dictionary)
+    calls: list[list[tuple[ChangeKind, str]]] = []
+    svc.subscribers.append(
+        lambda changes: calls.append([(c.kind, c.session.session_id) for c in changes])
+    )
+    listener = Listener()
+    for n, session in enumerate(("a", "b", "c")):
+        svc.on_datagram(listener, start(dictionary, session, n), PEER)  # type: ignore[arg-type]
+    assert calls == [] and listener.sent == []  # nothing before the commit
+    writer.commit()
+    assert len(listener.sent) == 3 and svc.stats.acknowledged == 3
+    assert calls == []  # the loop publishes once it is done with the commit's callbacks
+    await asyncio.sleep(0)
+    assert calls == [
+        [(ChangeKind.STARTED, "a"), (ChangeKind.STARTED, "b"), (ChangeKind.STARTED, "c")]
+    ]
+
+
+def test_without_an_event_loop_the_callbacks_publish_at_once(
+    tmp_path: Path, dictionary: Dictionary
+) -> None:
+    svc, writer = service(tmp_path, dictionary)
+    calls: list[int] = []
+    svc.subscribers.append(lambda changes: calls.append(len(changes)))
+    svc.on_datagram(Listener(), start(dictionary, "a", 1), PEER)  # type: ignore[arg-type]
+    writer.commit()
+    assert calls == [1]
+
+
+@pytest.mark.asyncio
+async def test_failed_commit_answers_nothing_publishes_nothing_and_forgets_the_packet(
+    tmp_path: Path, dictionary: Dictionary
+) -> None:
+    svc, writer = service(tmp_path, dictionary)
+    calls: list[int] = []
+    svc.subscribers.append(lambda changes: calls.append(len(changes)))
+    listener = Listener()
+    data = start(dictionary, "a", 1)
+    svc.on_datagram(listener, data, PEER)  # type: ignore[arg-type]
+    writer.commit(ok=False)
+    await asyncio.sleep(0)
+    assert (listener.sent, calls, svc.stats.dropped["store_failed"]) == ([], [], 1)
+    # the retransmission is processed again (not a duplicate) and answered after its commit
+    svc.on_datagram(listener, data, PEER)  # type: ignore[arg-type]
+    assert svc.stats.duplicates == 0
+    writer.commit()
+    assert len(listener.sent) == 1
+
+
+@pytest.mark.asyncio
+async def test_retransmissions_in_flight_and_answered(
+    tmp_path: Path, dictionary: Dictionary
+) -> None:
+    svc, writer = service(tmp_path, dictionary)
+    listener = Listener()
+    data = start(dictionary, "a", 1)
+    svc.on_datagram(listener, data, PEER)  # type: ignore[arg-type]
+    svc.on_datagram(listener, data, PEER)  # type: ignore[arg-type]  # while in flight
+    assert listener.sent == [] and writer.queued == 1
+    writer.commit()
+    # the commit thread's reply, and the same reply again for the retransmission
+    assert len(listener.sent) == 2 and listener.sent[0] == listener.sent[1]
+    svc.on_datagram(listener, data, PEER)  # type: ignore[arg-type]  # answered: from the cache
+    assert len(listener.sent) == 3 and listener.sent[2] == listener.sent[0]
+    assert (svc.stats.duplicates, svc.stats.accepted, writer.queued) == (2, 1, 0)
