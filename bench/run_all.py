@@ -130,6 +130,21 @@ log_level = "WARNING"
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def thread_cpu(self) -> dict[str, float]:
+        """CPU seconds so far per thread name (loop, commit thread, fold thread...)."""
+        assert self.proc is not None
+        out: dict[str, float] = {}
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+                name = (task / "comm").read_text().strip()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            out[name] = out.get(name, 0.0) + seconds
+        return out
+
     def rss_mb(self) -> float:
         assert self.proc is not None
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -247,8 +262,15 @@ def freeradius_run(variant: str, **load: object) -> dict[str, object]:
 def ingest(db_dir: Path, load: dict[str, object], synchronous: str = "FULL") -> dict[str, object]:
     with Radtrack(db_dir, synchronous=synchronous) as rt:
         before = rt.cpu_seconds()
+        threads = rt.thread_cpu()
         result = loadgen(rt.udp, SECRET, **load)
         result["server_cpu_s"] = round(rt.cpu_seconds() - before, 2)
+        acked = max(1, int(result.get("acked", 0)))  # type: ignore[call-overload]
+        result["server_cpu_us_per_packet_by_thread"] = {
+            name: round((seconds - threads.get(name, 0.0)) / acked * 1e6, 1)
+            for name, seconds in rt.thread_cpu().items()
+            if seconds - threads.get(name, 0.0) > 0.05
+        }
         metrics = rt.metrics()
         result["commits"] = metrics.get("radtrack_commits_total")
         result["server_acknowledged"] = metrics.get("radtrack_packets_acknowledged_total")

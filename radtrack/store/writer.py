@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import concurrent.futures
+import ctypes
 import logging
 import os
 import sqlite3
@@ -62,8 +63,18 @@ def _prepare(path: Path, synchronous: str, busy_timeout: float) -> int:
     return journal.settle(path, busy_timeout)
 
 
+def _os_thread_name(name: str) -> None:
+    """Name the calling thread for top -H, ps -L and /proc (Linux; best effort)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
 def _background_priority() -> None:
     """Lower the calling thread's CPU priority (Linux: a thread's nice value is its own)."""
+    _os_thread_name("radtrack-fold")
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
     except (OSError, AttributeError):  # not permitted, or not Linux: run at normal priority
@@ -317,6 +328,7 @@ class Writer:
 
     def _commit_loop(self) -> None:
         """The commit thread: group commits back to back while there is work."""
+        _os_thread_name("radtrack-commit")
         delay = self.retry_delay
         while True:
             with self._lock:
