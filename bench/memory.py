@@ -9,7 +9,8 @@
 3. Rebuilds the live state from that database as start-up does (recovery.load_sessions +
    Accountant.restore) and times it.
 
-With --db PATH --only-db it only writes the database (used by bench/run_all.py's scaling runs).
+With --db PATH --only-db it only writes the database (used by bench/run_all.py's scaling runs);
+with --db PATH --recover-only it only times step 3 on a database written before.
 """
 
 from __future__ import annotations
@@ -84,13 +85,42 @@ def write_db(path: Path, accountant: Accountant) -> float:
     return time.monotonic() - began
 
 
+def recover(db: Path) -> dict[str, object]:
+    """Step 3: the live state rebuilt from ``db`` as start-up does; RSS it adds and seconds."""
+    gc.collect()
+    before_recovery = rss_mb()
+    began = time.monotonic()
+    cpu = time.process_time()
+    restored = Accountant(SessionIndex(), UserDirectory())
+    for session in recovery.load_sessions(db, 0):
+        restored.restore(session)
+    recovery_seconds = time.monotonic() - began
+    cpu = time.process_time() - cpu
+    gc.collect()
+    after_recovery = rss_mb()
+    n = len(restored.index)
+    return {
+        "online_after_recovery": n,
+        "bytes_per_session_recovered": round((after_recovery - before_recovery) * 2**20 / n),
+        "recovery_seconds": round(recovery_seconds, 2),
+        "recovery_cpu_seconds": round(cpu, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=1_000_000)
     parser.add_argument("--db")
     parser.add_argument("--only-db", action="store_true")
+    parser.add_argument("--recover-only", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.recover_only:
+        if not args.db:
+            parser.error("--recover-only needs --db")
+        result = recover(Path(args.db))
+        print(json.dumps(result, indent=2) if args.json else result)
+        return
     n = args.sessions
     reqs = requests(n)
     gc.collect()
@@ -108,21 +138,10 @@ def main() -> None:
         return
     per_session = (built - before) * 2**20 / n
     del accountant
-    gc.collect()
-    before_recovery = rss_mb()
-    began = time.monotonic()
-    restored = Accountant(SessionIndex(), UserDirectory())
-    for session in recovery.load_sessions(db, 0):
-        restored.restore(session)
-    recovery_seconds = time.monotonic() - began
-    gc.collect()
-    after_recovery = rss_mb()
     summary = {
         "sessions": n,
-        "online_after_recovery": len(restored.index),
         "bytes_per_session_built": round(per_session),
-        "bytes_per_session_recovered": round((after_recovery - before_recovery) * 2**20 / n),
-        "recovery_seconds": round(recovery_seconds, 2),
+        **recover(db),
         "db_write_seconds": round(write_seconds, 2),
         "db_mb": round(db.stat().st_size / 2**20, 1),
     }
