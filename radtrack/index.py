@@ -2,7 +2,8 @@
 
 Pure data, no I/O and no clock. The accounting core is the only writer; the API, the CLI status
 line and metrics read it. Memory per session matters (a million sessions must fit in ~750 MB), so
-there is one dict by id, one small list per user, and per-NAS counts instead of per-NAS dicts.
+there is one dict by id, one dict entry per user (its sessions chained through
+``Session.next_of_user``, no list per user), and per-NAS counts instead of per-NAS dicts.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ class SessionIndex:
 
     def __init__(self, closed_capacity: int = 100_000) -> None:
         self._online: dict[str, Session] = {}
-        self._by_user: dict[int, list[Session]] = {}
+        # user id -> one of its online sessions, the head of a chain through next_of_user
+        self._by_user: dict[int, Session] = {}
         self._closed: OrderedDict[str, Session] = OrderedDict()
         self.closed_capacity = closed_capacity
         self.per_nas: Counter[str] = Counter()
@@ -119,14 +121,21 @@ class SessionIndex:
 
     def for_user(self, user_id: int) -> list[Session]:
         """The online sessions of a user, oldest first."""
-        sessions = self._by_user.get(user_id)
-        if not sessions:
-            return []
-        return sorted(sessions, key=_start_key)
+        sessions = []
+        session = self._by_user.get(user_id)
+        while session is not None:
+            sessions.append(session)
+            session = session.next_of_user
+        sessions.sort(key=_start_key)
+        return sessions
 
     def count_for_user(self, user_id: int) -> int:
-        sessions = self._by_user.get(user_id)
-        return len(sessions) if sessions else 0
+        count = 0
+        session = self._by_user.get(user_id)
+        while session is not None:
+            count += 1
+            session = session.next_of_user
+        return count
 
     def online_of_nas(self, nas_key: str) -> list[Session]:
         """Online sessions of one NAS (a scan: used only for Accounting-On/Off, which is rare)."""
@@ -134,14 +143,18 @@ class SessionIndex:
 
     # -- writes (accounting core, recovery) ----------------------------------------------------
     def add_online(self, session: Session) -> None:
-        old = self._online.get(session.id)
+        sid = session.id
+        old = self._online.get(sid)
         if old is not None:
             self._unlink(old)
-        self._closed.pop(session.id, None)  # reopened (stale): no longer takes a closed slot
-        self._online[session.id] = session
+        if self._closed:
+            self._closed.pop(sid, None)  # reopened (stale): no longer takes a closed slot
+        self._online[sid] = session
         self.per_nas[session.nas_name] += 1
-        if session.user_id is not None:
-            self._by_user.setdefault(session.user_id, []).append(session)
+        user_id = session.user_id
+        if user_id is not None:
+            session.next_of_user = self._by_user.get(user_id)
+            self._by_user[user_id] = session
 
     def close(self, session: Session) -> None:
         """Move an online session (already given its stop time) to the closed set."""
@@ -164,10 +177,10 @@ class SessionIndex:
             self._unlink(session)
         session.user_id = user_id
         if online:
-            self._online[session.id] = session
             self.per_nas[session.nas_name] += 1
             if user_id is not None:
-                self._by_user.setdefault(user_id, []).append(session)
+                session.next_of_user = self._by_user.get(user_id)
+                self._by_user[user_id] = session
 
     def _unlink(self, session: Session) -> None:
         count = self.per_nas[session.nas_name] - 1
@@ -175,15 +188,23 @@ class SessionIndex:
             self.per_nas[session.nas_name] = count
         else:
             del self.per_nas[session.nas_name]
-        if session.user_id is not None:
-            sessions = self._by_user.get(session.user_id)
-            if sessions is not None:
-                for i, candidate in enumerate(sessions):
-                    if candidate is session:
-                        del sessions[i]
+        user_id = session.user_id
+        if user_id is not None:
+            head = self._by_user.get(user_id)
+            if head is session:
+                if session.next_of_user is None:
+                    del self._by_user[user_id]
+                else:
+                    self._by_user[user_id] = session.next_of_user
+            else:
+                previous = head
+                while previous is not None:
+                    following = previous.next_of_user
+                    if following is session:
+                        previous.next_of_user = session.next_of_user
                         break
-                if not sessions:
-                    del self._by_user[session.user_id]
+                    previous = following
+        session.next_of_user = None
 
 
 def _start_key(session: Session) -> tuple[float, str]:

@@ -140,6 +140,7 @@ class Session:
         "start_seen",
         "disconnecting",
         "last_seen",
+        "next_of_user",
     )
 
     def __init__(
@@ -202,6 +203,9 @@ class Session:
         # when radtrack last heard of it (its clock, not the NAS's): the stale rule uses this,
         # so a NAS whose clock is off, or a backlog of old packets, does not look stale at once
         self.last_seen = last_update
+        # the next online session of the same user: SessionIndex chains a user's sessions
+        # through this slot instead of keeping a list per user (it is the only writer)
+        self.next_of_user: Session | None = None
 
     @property
     def online(self) -> bool:
@@ -239,18 +243,9 @@ class Session:
         )
 
     @classmethod
-    def from_row(
-        cls, row: tuple[object, ...] | list[object], share: dict[object, object] | None = None
-    ) -> Session:
-        """Rebuild a session from a ``sessions`` row (start-up recovery). ``share`` makes
-        repeated values (NAS names and addresses, port types...) one object each."""
-        if share is not None:
-            values = list(row)
-            for i in _SHARED_INDEXES:
-                value = values[i]
-                if value is not None:
-                    values[i] = share.setdefault(value, value)
-            row = values
+    def from_row(cls, row: tuple[object, ...] | list[object]) -> Session:
+        """Rebuild a session from a ``sessions`` row in SESSION_COLUMNS order (history pages,
+        subscription snapshots; start-up recovery has its own loop in store/recovery.py)."""
         session = cls.__new__(cls)
         (
             session.id,
@@ -282,25 +277,9 @@ class Session:
         ) = row  # type: ignore[assignment]
         session.start_seen = bool(start_seen)
         session.disconnecting = False
-        session.last_seen = session.last_update  # recovery resets it to the start-up time
+        session.last_seen = session.last_update
+        session.next_of_user = None
         return session
-
-
-# Columns whose values repeat across many sessions: recovery keeps one object of each
-_SHARED_INDEXES = tuple(
-    SESSION_COLUMNS.index(name)
-    for name in (
-        "nas_key",
-        "nas_name",
-        "nas_ip",
-        "nas_port_type",
-        "called_station_id",
-        "connect_info_start",
-        "terminate_cause",
-        "close_reason",
-        "interim_interval",
-    )
-)
 
 
 @dataclass(frozen=True, slots=True)
