@@ -1,12 +1,15 @@
 """Start-up recovery: sessions written with the writer's statements come back from SQLite with
-every column identical, value and type (the writer persists Session.row() again later), and the
-right closed ones are kept."""
+every column identical, value and type (the writer persists Session.row() again later), the
+right closed ones are kept, and the process's garbage collector is left as it was."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from radtrack.accounting import Accountant
 from radtrack.index import SessionIndex, UserDirectory
@@ -116,3 +119,23 @@ def test_recovered_state_answers_like_the_original(tmp_path: Path) -> None:
         assert restored.index.count_for_user(user_id) == original.index.count_for_user(user_id)
     assert restored.index.per_nas == original.index.per_nas
     assert all(s.last_seen == 1_800_000_000.0 for s in restored.index)
+
+
+@pytest.mark.parametrize("stop_early", [False, True])
+def test_garbage_collector_left_as_found(tmp_path: Path, stop_early: bool) -> None:
+    db = tmp_path / "r.db"
+    write(db, [full(n) for n in range(5)])
+    assert gc.isenabled()
+    sessions = load_sessions(db, closed_limit=0)
+    next(sessions)
+    if stop_early:
+        sessions.close()
+    else:
+        assert len(list(sessions)) == 4
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert len(list(load_sessions(db, closed_limit=0))) == 5
+        assert not gc.isenabled()  # a caller that paused it keeps it paused
+    finally:
+        gc.enable()

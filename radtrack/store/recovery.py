@@ -8,6 +8,7 @@ per row, which is most of the memory a recovered session takes (docs/performance
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,9 +21,16 @@ _SELECT = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions"
 
 def load_sessions(path: Path, closed_limit: int) -> Iterator[Session]:
     """Every open session, then the ``closed_limit`` most recently closed ones (oldest first),
-    which the accounting core keeps so late packets do not reopen them. Blocking."""
+    which the accounting core keeps so late packets do not reopen them. Blocking.
+
+    The cyclic garbage collector is paused until the last session is out (or the caller stops
+    early): every session is a new container that lives on, so each pass would only walk the
+    growing heap again (seconds for a million sessions). The daemon freezes them afterwards.
+    """
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     shared = _Shared()
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         conn.execute("BEGIN")  # one snapshot for both queries
         # a sequential scan beats a partial-index walk plus a B-tree lookup per row here
@@ -36,6 +44,8 @@ def load_sessions(path: Path, closed_limit: int) -> Iterator[Session]:
             yield from shared.sessions(recent)
         conn.execute("COMMIT")
     finally:
+        if collecting:
+            gc.enable()
         conn.close()
 
 
