@@ -12,6 +12,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from pyrad.dictionary import Dictionary
 
@@ -21,13 +22,17 @@ from radtrack.errors import MalformedPacket
 from radtrack.logs import RateLimiter
 from radtrack.model import SessionChange
 from radtrack.radius import codec
-from radtrack.radius.dedup import IN_FLIGHT, ResponseCache
+from radtrack.radius.dedup import IN_FLIGHT, Key, ResponseCache
 from radtrack.store.writer import Writer
 from radtrack.transport import Address, UdpListener
 
 logger = logging.getLogger(__name__)
 
 Subscriber = Callable[[Sequence[SessionChange]], None]
+# a packet accepted and submitted: (cache key, reply, monotonic time read, its changes, the
+# listener it came in on, the NAS's address)
+# listener it came in on, the NAS's address)
+_Accepted = tuple[Key, bytes, float, list[SessionChange], UdpListener, Address]
 
 # Why a datagram got no answer (the label of radtrack_packets_dropped_total)
 DROP_REASONS = (
@@ -116,10 +121,13 @@ class AccountingService:
         self.subscribers: list[Subscriber] = []
         self._warn = RateLimiter()
         # packets in flight that were retransmitted meanwhile (answered again after the commit)
-        self._retransmitted: set[tuple[object, ...]] = set()
-        # changes committed and not yet published: a commit's callbacks gather them, and the
-        # subscribers get them in one call right after those callbacks (not one per packet)
-        self._unpublished: list[SessionChange] = []
+        self._retransmitted: set[Key] = set()
+        # packets committed whose bookkeeping (cache, latency) is yet to do, and the changes to
+        # publish: a commit's callbacks gather them, and _after_commit does it once for all
+        # right after those callbacks (not per packet)
+        self._committed: list[_Accepted] = []
+        self._events: list[SessionChange] = []
+        self._after_commit_soon = False
 
     def reconfigure(self, settings: RadiusSettings) -> None:
         """New NAS clients and secrets (SIGHUP); packets in flight keep the secret they had."""
@@ -140,13 +148,19 @@ class AccountingService:
 
     def on_datagram(self, listener: UdpListener, data: bytes, addr: Address) -> None:
         received = time.monotonic()  # the ack latency counts from here
+        if self._after_commit_soon:
+            # a commit's events go out before this packet changes any session: an event shows
+            # its session as that commit left it (a NAS may send the next packet as soon as it
+            # has the reply, which the commit thread sent before the loop got to the callbacks)
+            self._after_commit()
         stats = self.stats
         stats.received += 1
         peer = addr[0]
         if len(data) > codec.MAX_PACKET_SIZE:
             self._drop("oversized", peer, f"{len(data)} octets")
             return
-        client = self.clients.match(peer)
+        clients = self.clients
+        client = clients.exact.get(peer) or clients.match(peer)
         if client is None:
             self._drop("unknown_client", peer)
             return
@@ -205,29 +219,64 @@ class AccountingService:
         self.cache.begin(key, now)
         reply = codec.encode_reply(packet, client.secret)
 
-        def done(ok: bool) -> None:
-            if not ok:
-                self.cache.forget(key)
-                self._retransmitted.discard(key)
-                self._drop("store_failed", peer)
-                return
-            # the commit thread has sent the reply already (the ack below); this bookkeeping
-            # runs on the event loop once it gets to it
-            self.cache.answer(key, reply, self.clock())
-            if self._retransmitted and key in self._retransmitted:
-                self._retransmitted.discard(key)
-                listener.send(reply, addr)
-            latency = time.monotonic() - received
-            stats.acknowledged += 1
-            stats.ack_latency_sum += latency
-            stats.ack_buckets[bisect.bisect_left(ACK_BUCKETS, latency)] += 1
-            if changes:
-                self._publish_soon(changes)
+        self.writer.submit(
+            changes,
+            partial(self._done, (key, reply, received, changes, listener, addr)),
+            (listener.send, reply, addr),
+        )
 
-        self.writer.submit(changes, done, (listener.send, reply, addr))
+    def _done(self, packet: _Accepted, ok: bool) -> None:
+        """The writer's callback for one packet, on the event loop after its commit (which has
+        sent the reply already). The bookkeeping is done once for all the packets of the
+        commit, in _after_commit, right after their callbacks."""
+        if not ok:
+            key = packet[0]
+            self.cache.forget(key)
+            self._retransmitted.discard(key)
+            self._drop("store_failed", packet[5][0])
+            return
+        self._committed.append(packet)
+        if packet[3]:
+            self._events += packet[3]
+        if not self._after_commit_soon:
+            self._schedule_after_commit()
+
+    def _schedule_after_commit(self) -> None:
+        self._after_commit_soon = True
+        try:
+            asyncio.get_running_loop().call_soon(self._after_commit)
+        except RuntimeError:  # no event loop (a test calling the callbacks): at once
+            self._after_commit()
+
+    def _after_commit(self) -> None:
+        if not self._after_commit_soon:
+            return  # done already (a datagram or expire() came first)
+        self._after_commit_soon = False
+        committed, self._committed = self._committed, []
+        answer = self.cache.answer
+        retransmitted = self._retransmitted
+        buckets = self.stats.ack_buckets
+        now = self.clock()
+        monotonic = time.monotonic()
+        latencies = 0.0
+        for key, reply, received, _, listener, addr in committed:
+            answer(key, reply, now)
+            if retransmitted and key in retransmitted:
+                retransmitted.discard(key)
+                listener.send(reply, addr)
+            latency = monotonic - received
+            latencies += latency
+            buckets[bisect.bisect_left(ACK_BUCKETS, latency)] += 1
+        stats = self.stats
+        stats.acknowledged += len(committed)
+        stats.ack_latency_sum += latencies
+        if self._events:
+            events, self._events = self._events, []
+            self._publish(events)
 
     def expire(self, budget: int | None = None) -> int:
         """Close stale sessions (the timer calls this); returns how many were closed."""
+        self._after_commit()  # events of the last commit first, before sessions change
         changes = self.accountant.expire(self.clock(), budget=budget)
         if changes:
             logger.info("event=sessions_stale count=%d", len(changes))
@@ -238,23 +287,14 @@ class AccountingService:
                     change.session.nas_name,
                     change.session.session_id,
                 )
-            self.writer.submit(changes, lambda ok: self._publish_soon(changes) if ok else None)
+            self.writer.submit(changes, partial(self._expired, changes))
         return len(changes)
 
-    def _publish_soon(self, changes: Sequence[SessionChange]) -> None:
-        """Publish once the event loop is done with the callbacks of this commit, in order."""
-        unpublished = self._unpublished
-        if not unpublished:
-            try:
-                asyncio.get_running_loop().call_soon(self._publish_unpublished)
-            except RuntimeError:  # no event loop (a test calling the callbacks): at once
-                self._publish(changes)
-                return
-        unpublished.extend(changes)
-
-    def _publish_unpublished(self) -> None:
-        changes, self._unpublished = self._unpublished, []
-        self._publish(changes)
+    def _expired(self, changes: list[SessionChange], ok: bool) -> None:
+        if ok:  # published in commit order, after the packets committed before them
+            self._events += changes
+            if not self._after_commit_soon:
+                self._schedule_after_commit()
 
     def _publish(self, changes: Sequence[SessionChange]) -> None:
         for subscriber in list(self.subscribers):

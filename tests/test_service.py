@@ -90,9 +90,11 @@ async def test_a_commits_changes_reach_subscribers_in_one_call_in_packet_order(
         svc.on_datagram(listener, start(dictionary, session, n), PEER)  # type: ignore[arg-type]
     assert calls == [] and listener.sent == []  # nothing before the commit
     writer.commit()
-    assert len(listener.sent) == 3 and svc.stats.acknowledged == 3
-    assert calls == []  # the loop publishes once it is done with the commit's callbacks
+    assert len(listener.sent) == 3  # the replies went out with the commit
+    # the bookkeeping and the events follow once the loop is done with the commit's callbacks
+    assert calls == [] and svc.stats.acknowledged == 0
     await asyncio.sleep(0)
+    assert svc.stats.acknowledged == 3
     assert calls == [
         [(ChangeKind.STARTED, "a"), (ChangeKind.STARTED, "b"), (ChangeKind.STARTED, "c")]
     ]
@@ -140,6 +142,7 @@ async def test_retransmissions_in_flight_and_answered(
     svc.on_datagram(listener, data, PEER)  # type: ignore[arg-type]  # while in flight
     assert listener.sent == [] and writer.queued == 1
     writer.commit()
+    await asyncio.sleep(0)
     # the commit thread's reply, and the same reply again for the retransmission
     assert len(listener.sent) == 2 and listener.sent[0] == listener.sent[1]
     svc.on_datagram(listener, data, PEER)  # type: ignore[arg-type]  # answered: from the cache
