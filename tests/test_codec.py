@@ -734,12 +734,15 @@ def test_hmac_md5_is_hmac(key: bytes, message: bytes) -> None:
 
 
 def test_values_hold_the_first_instance() -> None:
-    attrs = [(1, b"a"), (33, b"p1"), (1, b"b"), (33, b"p2")]
+    attrs = [(1, b"a"), (33, b"p1"), (6, b"\x00\x00\x00\x02"), (1, b"b"), (33, b"p2"), (6, b"x")]
     packet = codec.decode(accounting_packet(attrs, b"s"))
-    assert {t: v for t, v in enumerate(packet.values) if v is not None} == {1: b"a", 33: b"p1"}
-    assert len(packet.values) == 256
-    assert packet.first(1) == b"a" and packet.first(2) is None
+    kept = {t: v for t, v in enumerate(packet.values) if isinstance(v, bytes)}
+    assert kept == {1: b"a", 33: b"p1"}  # Service-Type (6) is not read on the hot path
+    assert packet.values[6] is False and packet.values[44] is None and len(packet.values) == 256
+    assert packet.first(1) == b"a" and packet.first(2) is None and packet.first(200) is None
+    assert packet.first(6) == b"\x00\x00\x00\x02"  # found by walking the packet
     assert packet.all(33) == [b"p1", b"p2"] and packet.all(80) == []
+    assert packet.all(6) == [b"\x00\x00\x00\x02", b"x"] and packet.all(200) == []
 
 
 # -- 2. rejects what pyrad rejects; only MalformedPacket escapes --------------------------------

@@ -18,7 +18,7 @@ import operator
 import struct
 from collections.abc import Callable
 from socket import AF_INET6, inet_ntoa, inet_ntop
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from pyrad.dictionary import Dictionary
 
@@ -116,17 +116,18 @@ class RawPacket(NamedTuple):
     """A structurally valid RADIUS packet: header fields and attribute values.
 
     ``data`` is the packet cut to its Length field (octets past it are padding, RFC 2866 §3).
-    ``values`` has a slot per attribute type (256): the value of the type's first instance, or
-    None when the packet has none. That is what the hot path reads (a list index and
-    operator.itemgetter are cheaper than a dict here). ``attributes`` lists them all in wire
-    order, walked again from ``data`` when asked (Proxy-State, Message-Authenticator).
+    ``values`` has a slot per attribute type (256): for the types the hot path reads
+    (KEPT_TYPES) the value of the type's first instance, or None when the packet has none; False
+    for the others, which are not cut out of ``data`` at all (``first`` and ``all`` find them).
+    A list index and operator.itemgetter are cheaper than a dict here. ``attributes`` lists
+    them all in wire order, walked again from ``data`` when asked.
     """
 
     code: int
     identifier: int
     authenticator: bytes
     data: bytes
-    values: list[bytes | None]
+    values: list[bytes | None | Literal[False]]
 
     @property
     def attributes(self) -> list[tuple[int, bytes]]:
@@ -140,15 +141,15 @@ class RawPacket(NamedTuple):
         return attributes
 
     def first(self, attr_type: int) -> bytes | None:
-        return self.values[attr_type]
+        value = self.values[attr_type]
+        if value is False:  # not kept: look
+            return next((v for key, v in self.attributes if key == attr_type), None)
+        return value
 
     def all(self, attr_type: int) -> list[bytes]:
         if self.values[attr_type] is None:
             return []
         return [value for key, value in self.attributes if key == attr_type]
-
-
-_NO_VALUES: list[bytes | None] = [None] * 256
 
 
 def decode(data: bytes) -> RawPacket:
@@ -178,7 +179,7 @@ def decode(data: bytes) -> RawPacket:
                     raise MalformedPacket(f"attribute {data[pos]} has length {end - pos}")
                 raise MalformedPacket(f"attribute {data[pos]} runs past the end of the packet")
             attr_type = data[pos]
-            if values[attr_type] is None:  # the first instance counts
+            if values[attr_type] is None:  # a type kept, and its first instance
                 values[attr_type] = data[start:end]
             pos = end
     except IndexError:
@@ -294,6 +295,12 @@ _REQUEST_TYPES = (
     ACCT_OUTPUT_GIGAWORDS,
 )
 _request_values = operator.itemgetter(*_REQUEST_TYPES)
+# the attribute types decode() cuts out of a packet: what the hot path reads
+KEPT_TYPES = frozenset((*_REQUEST_TYPES, PROXY_STATE, MESSAGE_AUTHENTICATOR))
+# decode()'s values before the walk: None where a type is kept, False where it is not
+_NO_VALUES: list[bytes | None | Literal[False]] = [
+    None if attr_type in KEPT_TYPES else False for attr_type in range(256)
+]
 # Acct-Status-Type values as they appear on the wire -> the member (no Enum call per packet)
 _STATUS_TYPES = {status.value.to_bytes(4, "big"): status for status in StatusType}
 _SESSION_ID_OPTIONAL = (StatusType.ACCOUNTING_ON, StatusType.ACCOUNTING_OFF)
