@@ -201,6 +201,15 @@ def write_report(r: dict[str, Any]) -> str:  # noqa: C901 - one section per targ
                 f"| {row.get('server_cpu_s')} | {row.get('latency_p50_ms')} "
                 f"| {row.get('latency_p99_ms')} |"
             )
+    by_thread = ingest.get("server_cpu_us_per_packet_by_thread")
+    if by_thread:
+        lines += [
+            "",
+            "radtrack's CPU per acknowledged packet in that run, by thread (`python3` is the "
+            "event loop): "
+            + ", ".join(f"{name} {us} us" for name, us in sorted(by_thread.items()))
+            + ".",
+        ]
     lines += ANALYSIS.splitlines()
     return "\n".join(lines) + "\n"
 
