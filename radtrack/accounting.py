@@ -309,8 +309,8 @@ class Accountant:
         to report, however long radtrack was down."""
         if now is not None:
             session.last_seen = now
-        if session.online:
-            self._open(session)
+        if session.stop_time is None:  # online (a million calls at start-up: no property)
+            self.index.add_online(session)
         else:
             self.index.remember_closed(session)
             if session.close_reason in (CloseReason.ACCOUNTING_ON, CloseReason.ACCOUNTING_OFF):

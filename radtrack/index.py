@@ -143,13 +143,14 @@ class SessionIndex:
 
     # -- writes (accounting core, recovery) ----------------------------------------------------
     def add_online(self, session: Session) -> None:
-        sid = session.id
-        old = self._online.get(sid)
-        if old is not None:
+        online = self._online
+        count = len(online)
+        old = online.setdefault(session.id, session)  # one lookup for the usual, new session
+        if len(online) == count:  # the id was online already: this record replaces that one
             self._unlink(old)
+            online[session.id] = session
         if self._closed:
-            self._closed.pop(sid, None)  # reopened (stale): no longer takes a closed slot
-        self._online[sid] = session
+            self._closed.pop(session.id, None)  # reopened (stale): no longer takes a closed slot
         self.per_nas[session.nas_name] += 1
         user_id = session.user_id
         if user_id is not None:

@@ -14,6 +14,7 @@ import pytest
 from radtrack.accounting import Accountant
 from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import SESSION_COLUMNS, Session
+from radtrack.store import recovery
 from radtrack.store.recovery import load_sessions
 from radtrack.store.schema import migrate, upsert_sessions
 
@@ -47,7 +48,7 @@ def full(n: int, **changes: object) -> Session:
         calling_station_id=f"02:00:00:00:00:{n % 6:02x}",
         called_station_id="vpn.example.net",
         framed_ip=f"10.0.{n // 256}.{n % 256}",
-        connect_info_start="WireGuard ünïcode \x01 '\"",
+        connect_info_start=f"WireGuard ünïcode 🔒 \x00\x01\\ '\"[{n % 2}]",
         input_octets=2**40 + n,
         output_octets=2**33 + n,
         input_packets=10_000 + n,
@@ -119,6 +120,18 @@ def test_recovered_state_answers_like_the_original(tmp_path: Path) -> None:
         assert restored.index.count_for_user(user_id) == original.index.count_for_user(user_id)
     assert restored.index.per_nas == original.index.per_nas
     assert all(s.last_seen == 1_800_000_000.0 for s in restored.index)
+
+
+def test_without_sqlite_json_functions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # an SQLite built without them (before 3.38) recovers the same sessions, column by column
+    db = tmp_path / "r.db"
+    sessions = [full(n) for n in range(6)]
+    sessions[5].stop_time = sessions[5].last_update
+    write(db, sessions)
+    with_json = [typed(s.row()) for s in load_sessions(db, closed_limit=1)]
+    monkeypatch.setattr(recovery, "_has_json", lambda conn: False)
+    assert [typed(s.row()) for s in load_sessions(db, closed_limit=1)] == with_json
+    assert len(with_json) == 6
 
 
 @pytest.mark.parametrize("stop_early", [False, True])
