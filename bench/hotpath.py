@@ -73,6 +73,7 @@ class FakeWriter:
 
     def __init__(self) -> None:
         self.healthy = True
+        self.finished: list[object] = []  # commits done on a thread (none here)
         self.callbacks: list[Callable[[bool], None]] = []
         self.acks: list[tuple[Callable[[bytes, Any], None], bytes, Any]] = []
         self.rows: dict[str, tuple[tuple[object, ...], bool]] = {}
@@ -80,6 +81,9 @@ class FakeWriter:
     @property
     def queued(self) -> int:
         return len(self.callbacks)
+
+    def run_finished(self) -> None:
+        pass
 
     def submit(
         self,

@@ -148,6 +148,8 @@ class AccountingService:
 
     def on_datagram(self, listener: UdpListener, data: bytes, addr: Address) -> None:
         received = time.monotonic()  # the ack latency counts from here
+        if self.writer.finished:
+            self.writer.run_finished()
         if self._after_commit_soon:
             # a commit's events go out before this packet changes any session: an event shows
             # its session as that commit left it (a NAS may send the next packet as soon as it
@@ -276,6 +278,7 @@ class AccountingService:
 
     def expire(self, budget: int | None = None) -> int:
         """Close stale sessions (the timer calls this); returns how many were closed."""
+        self.writer.run_finished()
         self._after_commit()  # events of the last commit first, before sessions change
         changes = self.accountant.expire(self.clock(), budget=budget)
         if changes:

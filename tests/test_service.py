@@ -23,11 +23,15 @@ PEER = ("127.0.0.1", 50000)
 class Writer:
     def __init__(self) -> None:
         self.healthy = True
+        self.finished: list[object] = []  # commits done on a thread (none here)
         self.pending: list[tuple[Callable[[bool], None], Any]] = []
 
     @property
     def queued(self) -> int:
         return len(self.pending)
+
+    def run_finished(self) -> None:
+        pass
 
     def submit(
         self,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import concurrent.futures
 import ctypes
 import logging
@@ -168,6 +169,10 @@ class Writer:
         self._committing = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # commits the commit thread finished, for the event loop: (callbacks, ok, trim). Filled
+        # before the replies go out, so a NAS's next packet never overtakes its callbacks
+        # (run_finished() runs them; the service calls it before handling a datagram)
+        self.finished: collections.deque[tuple[list[Done], bool, int]] = collections.deque()
         self._statements: list[tuple[list[Step], asyncio.Future[int]]] = []
         self._closing = False
         self._abandoned = False  # close() gave up on a failing disk: the commit thread ends
@@ -359,9 +364,6 @@ class Writer:
                 self._committing = len(callbacks)
             try:
                 ok = self._commit(rows, trim)
-                if ok:
-                    for send, data, address in acks:
-                        send(data, address)
             except Exception:  # a bug, not the disk: keep the thread (and the daemon) alive
                 logger.exception("event=writer_crashed")
                 ok = False
@@ -377,6 +379,12 @@ class Writer:
             self._committing = 0
             self._hand_back(callbacks, ok, trim)
             if ok:
+                for send, data, address in acks:
+                    try:
+                        send(data, address)
+                    except Exception:  # a bug in a sender: the others still get their reply
+                        logger.exception("event=reply_failed")
+            if ok:
                 delay = self.retry_delay
             else:
                 time.sleep(delay)
@@ -385,10 +393,18 @@ class Writer:
     def _hand_back(self, callbacks: list[Done], ok: bool, trim: int) -> None:
         loop = self._loop
         assert loop is not None
+        self.finished.append((callbacks, ok, trim))
         try:
-            loop.call_soon_threadsafe(self._completed, callbacks, ok, trim)
+            loop.call_soon_threadsafe(self.run_finished)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
+
+    def run_finished(self) -> None:
+        """On the event loop: the callbacks of every commit the commit thread has finished."""
+        finished = self.finished
+        while finished:
+            callbacks, ok, trim = finished.popleft()
+            self._completed(callbacks, ok, trim)
 
     def _completed(self, callbacks: list[Done], ok: bool, trim: int) -> None:
         """On the event loop, after a commit: run its callbacks."""
