@@ -36,6 +36,10 @@ def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
+# gc thresholds of the daemon (see cmd_serve)
+GC_YOUNG, GC_MIDDLE, GC_FULL = 5_000, 5, 1_000
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = load(args.config)
@@ -50,9 +54,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The writer's SQLite thread needs the GIL between its statements; with the default 5 ms
     # switch interval a busy event loop makes every commit wait (docs/performance.md).
     sys.setswitchinterval(0.0005)
-    # A million long-lived sessions make every full garbage collection slow: collect young
-    # objects less often; start-up freezes what recovery loaded (Daemon.start).
-    gc.set_threshold(50_000, 20, 100)
+    # Garbage collection pauses the event loop for as long as it scans: ~0.8 us per young
+    # object here, so a young generation of 50,000 was a 40 ms pause every 2.5 s at 5,000
+    # packets/s (and the middle one up to a second). Small young generations keep each pause to
+    # a few ms; full collections (a million long-lived sessions) stay rare; start-up freezes
+    # what recovery loaded (Daemon.start) so it is never scanned again.
+    gc.set_threshold(GC_YOUNG, GC_MIDDLE, GC_FULL)
 
     try:
         import uvloop  # the event loop measured in docs/performance.md
