@@ -183,7 +183,7 @@ class _Shared:
             if last_update == start_time:
                 last_update = start_time
             session.last_update = last_update
-            if stop_time == last_update:
+            if stop_time is not None and stop_time == last_update:
                 stop_time = last_update
             session.stop_time = stop_time
             session.input_octets = input_octets
