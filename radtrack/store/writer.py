@@ -135,6 +135,7 @@ class Writer:
         max_retry_delay: float = 2.0,
         fold_interval: float = 5.0,
         fold_rows: int = 100_000,
+        fold_chunk: int = 10_000,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
@@ -145,6 +146,9 @@ class Writer:
         self.max_retry_delay = max_retry_delay
         self.fold_interval = fold_interval
         self.fold_rows = fold_rows
+        # journal rows per fold transaction: a fold's pages reach the disk in slices of a few
+        # MB, so the fsync an acknowledgement waits for never queues behind tens of MB
+        self.fold_chunk = fold_chunk
         self.stats = WriterStats()
         self.healthy = True
         # plain sqlite3 connections, each used only on the one thread of its executor: a commit
@@ -527,12 +531,12 @@ class Writer:
             # the journal may be trimmed up to the previous mark (see __init__)
             self._trim_to, self._mark = self._mark, mark
             self._kick()
-            if count < self.fold_rows:
+            if count < self.fold_chunk:
                 return
 
     def _fold_step(self) -> tuple[int, int] | None:
         assert self._main is not None
-        return journal.fold(self._main, self.fold_rows)
+        return journal.fold(self._main, self.fold_chunk)
 
     def _statements_txn(self, steps: list[Step]) -> int:
         """One transaction on the main database, on the fold thread."""
