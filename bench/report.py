@@ -21,54 +21,65 @@ TARGETS = {
 ANALYSIS = """
 ## Where the time goes, and what would close the gaps
 
-Profiles: `py-spy record --threads --native` on the daemon under `bench/loadgen.py` (100,000
-sessions), and per-thread CPU from `/proc/PID/task/*/stat`. On these two cores the load generator
-takes a share of the CPU too (13-19 us a packet, `bench/README.md`).
+Method: per-thread CPU from `/proc/PID/task/*/stat` during the ingest run (the table above;
+threads are named), valgrind instruction counts of the event loop's path per packet
+(`bench/hotpath.py`; timings on this shared box swing 50-90 % between identical runs, instruction
+counts repeat within 0.3 %), `gc.callbacks` and a loop-lag probe for pauses, and timing lines in the
+commit thread for commit phases. The load generator shares the two cores (17-21 us a packet).
 
-**Ingest (targets 1, 2).** radtrack spends about 100 us of CPU per packet on the event-loop
-thread and as much again on the SQLite writer thread (user + kernel), so two cores top out near
-6,000 durable packets/s. The loop thread's share, measured stage by stage on 20,000 Interims
-(`decode` 12 us, Message/Request-Authenticator check 3 us, attribute extraction 12 us, the state
-machine 11 us, reply 3 us, response cache 4 us) is ~45 us of Python; the rest is the two UDP
-syscalls, the per-packet completion callback and building the commit's parameters. The writer's
-share is SQLite: an Interim is a random-row update, and with WAL every updated row dirties one 4 KiB
-page that is written to the WAL at commit and again at checkpoint (`pwrite64` alone is ~13 % of the
-writer's samples); a Start or Stop also rewrites three index entries (~95 us a row against ~12 us
-for a counters-only `UPDATE ... FROM (VALUES ...)`, measured in isolation). Fixed on the way here:
-per-statement thread hops (aiosqlite) -> one hop per commit; per-row parameter binding -> multi-row
-statements (one `sqlite3_step` per 256 rows); upserts of every column for Interims -> counter-only
-updates that touch no index; the 5 ms GIL switch interval; frozen dataclasses and `ipaddress` on
-the hot path; full garbage collections over a million live sessions.
+**What changed since the first measurement (5,973 packets/s, ack p99 169 ms, 896 bytes).**
+1. *Acknowledgement journal* (`radtrack/store/journal.py`). A commit used to upsert each changed
+   session in place: one random page and up to three index entries per packet, written to the WAL
+   and again at checkpoint (~80 us of writer CPU a packet). Now it appends whole snapshots to a
+   rowid table in `<store.path>.journal` (sequential pages) and acknowledges after that COMMIT; a
+   background thread at nice +10 folds the journal into `sessions` every 5 s in transactions of
+   10,000 rows (newest snapshot per session wins, sorted by id). Writer CPU 80 -> ~15-30 us a
+   packet (the fold's SQLite work, ~15-20 us a row, is off the acknowledgement path). At 1,000,000
+   sessions the acknowledgement path no longer touches random pages: ingest 1,984 -> ~9,000/s.
+2. *The commit thread sends the replies.* It commits back to back and sends each commit's
+   Accounting-Responses itself, then hands the bookkeeping to the event loop; before, a finished
+   commit waited for the loop to finish a batch of up to 256 datagrams (commit cycle 41 ms for a
+   16 ms commit).
+3. *The event loop's path*: 227,600 -> 135,900 instructions a packet (codec: one pass, values in a
+   slot list, CPython's own MD5, pre-hashed HMAC pads; a straight function for the Interim of an
+   online session; a plain-dict response cache; one callback per commit for the bookkeeping).
+   End to end 102-122 -> 60-68 us of loop-thread CPU a packet.
+4. *Garbage collection*: young generations of 50,000 objects paused the loop 36-48 ms every 2.5 s
+   at 5,000 packets/s; now 5,000 (3-5 ms) and a middle generation of 5 young ones (~15 ms).
 
-What would close the gap to 15,000/s: (a) move the SQLite writer into a process of its own, fed
-with packed rows, so it stops competing with the event loop for the GIL and the loop thread's
-~100 us is the only per-packet cost on its core; (b) an append-only journal for acknowledgements
-(sequential pages, a fraction of the bytes per packet) with the sessions table rewritten from it in
-large batches, where the page writes amortize (the prototype of issue #4 measured 21-27k/s this
-way); (c) the attribute walk and authenticator checks in C (or Cython) behind the same differential
-tests against pyrad. Latency at 5,000/s follows throughput: at that rate the loop thread is close to
-saturation here, so commits wait behind it; with (a) the p99 target is within reach.
+**Ingest (target 1).** Met against FreeRADIUS (>= 4x); not met in absolute terms. Throughput
+here depends on what else runs on the two cores: a full run of the suite an hour earlier on a
+quieter box (load average ~1.5; code without the 10,000-row fold transactions) measured 11,649
+packets/s, 0 lost, against FreeRADIUS sqltuned4's 1,381 in that run (8.4x). Per packet,
+the event loop spends ~60 us, the commit thread ~15-30 us (Python binds 27 values a row and sends
+the reply; the rest is SQLite and the fsync, fewer rows per commit cost more each), the fold ~15
+us, the load generator ~20 us: ~120 us of CPU on two cores, and the loop's and the commit thread's
+Python share one GIL. Closing the rest: the commit thread's binding and sends in a process of its
+own fed packed rows (no GIL shared with the loop), journal rows of counters only for Interims (14
+values instead of 27), and the attribute walk in C behind the same differential tests against
+pyrad (the loop's remaining 136k instructions: decode ~25 %, state machine ~20 %, MD5 ~10 %).
 
-**Queries beside ingest (3b).** getOnlineSessions itself costs ~0.3 ms (3,300 req/s with 32
-connections, target 3a met), but it shares the one event loop with ingest; at 5,000 packets/s that
-loop is nearly saturated, so a query waits behind batches of datagrams. (a) above frees the loop;
-running the API's uvicorn in a second thread or process reading a shared index would too.
+**Acknowledgement latency (target 2).** The median is a few ms; the tail comes from moments when
+the small journal fsync waits behind the fold's and the checkpoint's writes on the same disk
+(timing lines: 3-row commits of 34-100 ms during a fold), and from garbage collection pauses.
+Folding in 10,000-row transactions cut the p99 (574 -> 140-324 ms in back-to-back runs). What
+would close it: the main database at `synchronous = NORMAL` with the journal trimmed only up to
+what a completed checkpoint made durable (no fsync per fold), checkpoints paced in small steps,
+and the journal on its own device where an operator has one.
 
-**Memory and recovery (4a, 4b).** 894 bytes a session rebuilt from SQLite (464 as built by ingest,
-where the attribute strings are shared with the decoded packets): a slotted `Session` is ~250 bytes
-with its GC header, its six unique strings ~360, two floats 48, the id dict entry ~45 and the
-per-user list ~40. Recovery of 1,000,000 rows takes 16-19 s: ~9 us a row to fetch 26 columns from
-SQLite and ~4 us to rebuild and index it, in one thread. Closing: store the id as 12 raw bytes and
-IPv4 addresses as ints (-60 bytes), keep single-session users without a list (-40), and drop
-rarely read columns from the live record (read them from SQLite for history only); load recovery
-in two threads (fetch in one, build in the other: the fetch releases the GIL).
+**Queries beside ingest (3b).** getOnlineSessions costs ~0.3 ms; its p99 beside 5,000 packets/s
+is set by event-loop pauses: garbage collection (now ~15 ms at most, 62 -> 33-48 ms p99) and the
+commit bookkeeping. A query path in its own thread or process reading a shared index, or fewer
+GC-tracked objects per session, would close it.
 
-**Scaling at 1,000,000 sessions.** With the writer's former 64 MiB page cache, ingest fell to
-~1,200 packets/s: the 300 MB table no longer fit, and random updates read pages from the OS. With
-`store.cache_mb = 256` (the default now; the 1,000,000 row was re-measured with it) it is ~2,000
-packets/s; the rest of the drop is the page writes themselves, spread over 4x more pages. The
-journal of (b), which needs no random page access on the acknowledgement path, would keep the
-100k figure.
+**Memory and recovery (4a met, 4b).** A user's sessions are chained through the Session
+(`next_of_user`) instead of a list per user; recovery shares repeated values (NAS columns, port
+ids, Calling-Station-Ids, equal timestamps) through per-kind tables, fetches the ten repeating
+columns as one JSON array per row decoded once per distinct value, pauses the cyclic GC while it
+loads and hands the sessions to the oldest generation: 896 -> ~690 bytes a session, recovery
+16-19 -> ~10 s for 1,000,000 sessions. The rest of recovery is SQLite's row fetch and one Python
+object per session in one thread; closing: a compact on-disk snapshot of the live set (one blob
+per NAS, written by the fold) read at start-up instead of 1,000,000 rows, or a C row decoder.
 """
 
 
