@@ -19,7 +19,9 @@ folds everything before it loads the live state.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from radtrack.model import SESSION_COLUMNS
@@ -45,6 +47,21 @@ _APPEND_SQL = {
 # acknowledgement back for long
 TRIM_CHUNK = 8192
 TRIM = "DELETE FROM log WHERE seq <= ?"
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT; on any error a ROLLBACK, then the error goes on."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # no transaction left to roll back
+        raise
 
 
 def journal_path(db: Path) -> Path:
@@ -115,24 +132,15 @@ def fold(conn: sqlite3.Connection, limit: int) -> tuple[int, int] | None:
     """Fold up to ``limit`` journal rows above the mark into ``sessions`` in one transaction on
     ``conn`` (the main database with the journal attached). Returns (new mark, rows folded), or
     None when there was nothing to fold. Raises sqlite3.Error after rolling back."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         low = mark(conn)
         (high,) = conn.execute("SELECT max(seq) FROM journal.log").fetchone()
         if high is None or high <= low:
-            conn.execute("COMMIT")
             return None
         high = min(high, low + limit)
         conn.execute(_FOLD_WHOLE, (low, high))
         conn.execute(_FOLD_COUNTERS, (low, high))
         conn.execute("UPDATE journal_mark SET seq = ?", (high,))
-        conn.execute("COMMIT")
-    except BaseException:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # no transaction left to roll back
-        raise
     return high, high - low
 
 

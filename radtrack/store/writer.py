@@ -449,8 +449,7 @@ class Writer:
         ones. Raises sqlite3.Error after rolling back."""
         conn = self._conn
         assert conn is not None
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with journal.transaction(conn):
             start = 0
             for sql, count in journal.append_statements(len(rows)):
                 values: list[object] = []
@@ -461,13 +460,6 @@ class Writer:
                 start += count
             if trim:
                 conn.execute(journal.TRIM, (trim,))
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # no transaction left to roll back
-            raise
 
     # -- the fold task ---------------------------------------------------------------------------
     async def _fold_run(self) -> None:
@@ -543,17 +535,9 @@ class Writer:
         conn = self._main
         assert conn is not None
         count = 0
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with journal.transaction(conn):
             for sql, params in steps:
                 count = conn.executemany(sql, params).rowcount
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # no transaction left to roll back
-            raise
         return count
 
     async def checkpoint(self) -> None:
