@@ -48,9 +48,9 @@ commit thread for commit phases. The load generator shares the two cores (17-21 
    at 5,000 packets/s; now 5,000 (3-5 ms) and a middle generation of 5 young ones (~15 ms).
 
 **Ingest (target 1).** Met against FreeRADIUS (>= 4x); not met in absolute terms. Throughput
-here depends on what else runs on the two cores: a full run of the suite an hour earlier on a
-quieter box (load average ~1.5; code without the 10,000-row fold transactions) measured 11,649
-packets/s, 0 lost, against FreeRADIUS sqltuned4's 1,381 in that run (8.4x). Per packet,
+here depends on what else runs on the two cores: three runs of this step on the final code or
+close to it, the same hour, measured 7,730, 8,854 and 11,649 packets/s (FreeRADIUS sqltuned4
+1,381-1,746 in the same runs: 5.1-8.4x), none lost. Per packet,
 the event loop spends ~60 us, the commit thread ~15-30 us (Python binds 27 values a row and sends
 the reply; the rest is SQLite and the fsync, fewer rows per commit cost more each), the fold ~15
 us, the load generator ~20 us: ~120 us of CPU on two cores, and the loop's and the commit thread's
@@ -67,20 +67,28 @@ would close it: the main database at `synchronous = NORMAL` with the journal tri
 what a completed checkpoint made durable (no fsync per fold), checkpoints paced in small steps,
 and the journal on its own device where an operator has one.
 
-**Queries beside ingest (3b).** getOnlineSessions costs ~0.3 ms; its p99 beside 5,000 packets/s
-is set by event-loop pauses: garbage collection (now ~15 ms at most, 62 -> 33-48 ms p99) and the
-commit bookkeeping. A query path in its own thread or process reading a shared index, or fewer
-GC-tracked objects per session, would close it.
+**Queries beside ingest (3b).** getOnlineSessions costs ~0.3 ms; its p99 beside 5,000 packets/s is
+set by event-loop pauses: garbage collection (now ~15 ms at most; p99 63 -> 28-55 ms across runs)
+and the commit bookkeeping. A query path in its own thread or process reading a shared index, or
+fewer GC-tracked objects per session, would close it.
 
-**Memory and recovery (4a met, 4b).** A user's sessions are chained through the Session
-(`next_of_user`) instead of a list per user; recovery shares repeated values (NAS columns, port
-ids, Calling-Station-Ids, equal timestamps) through per-kind tables, fetches the ten repeating
-columns as one JSON array per row decoded once per distinct value, pauses the cyclic GC while it
-loads and hands the sessions to the oldest generation: 896 -> ~690 bytes a session, recovery
-16-19 -> ~10 s for 1,000,000 sessions. The rest of recovery is SQLite's row fetch and one Python
-object per session in one thread; closing: a compact on-disk snapshot of the live set (one blob
-per NAS, written by the fold) read at start-up instead of 1,000,000 rows, or a C row decoder.
-"""
+**GraphQL saturation (3c).** No packet is lost or dropped, but with 64 connections keeping the
+one event loop busy, datagrams wait in the socket buffer until the loop reads them (ack p99 0.5-1.7
+s across runs): the same fix as for 3b, a query path off the ingest loop, would bound it.
+
+**Memory and recovery (4a met for recovered sessions, 4b).** A user's sessions are chained through
+the Session (`next_of_user`) instead of a list per user; recovery shares repeated values (NAS
+columns, port ids, Calling-Station-Ids, equal timestamps) through per-kind tables, fetches the ten
+repeating columns as one JSON array per row decoded once per distinct value, pauses the cyclic GC
+while it loads and hands the sessions to the oldest generation: 896 -> ~690 bytes a session,
+recovery 16-19 -> 8-10 s for 1,000,000 sessions (7.4-8.0 s on a quiet box with `bench/memory.py --db
+m1m.db --recover-only`, 9-10 s with other work running). Sessions built by ingest in a running
+daemon take more (871 bytes a session: each packet's strings are its own copies); the codec could
+share Called-Station-Id and NAS-Port-Id values as it shares Connect-Info, and the accounting core
+keep an equal existing value instead of the packet's copy. The rest of recovery is SQLite's row
+fetch and one Python object per session in one thread; closing: a compact on-disk snapshot of the
+live set (one blob per NAS, written by the fold) read at start-up instead of 1,000,000 rows, or a C
+row decoder."""
 
 
 def _ok(good: bool) -> str:
