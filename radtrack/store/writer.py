@@ -96,7 +96,6 @@ class WriterStats:
         "folds",
         "folded_rows",
         "fold_failures",
-        "fold_seconds_sum",
         "recovered_journal_rows",
     )
 
@@ -111,7 +110,6 @@ class WriterStats:
         self.folds = 0
         self.folded_rows = 0
         self.fold_failures = 0
-        self.fold_seconds_sum = 0.0
         self.recovered_journal_rows = 0  # folded at start-up: written before a crash
 
     @property
@@ -511,7 +509,6 @@ class Writer:
         """Fold the journal into ``sessions`` until caught up with what was committed."""
         self._last_fold = time.monotonic()
         while True:
-            started = time.monotonic()
             step = await self._in_folder(self._fold_step)
             if step is None:
                 return
@@ -519,7 +516,6 @@ class Writer:
             stats = self.stats
             stats.folds += 1
             stats.folded_rows += count
-            stats.fold_seconds_sum += time.monotonic() - started
             # the journal may be trimmed up to the previous mark (see __init__)
             self._trim_to, self._mark = self._mark, mark
             self._kick()
