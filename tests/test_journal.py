@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from radtrack.model import ChangeKind, Session, SessionChange
+from radtrack.model import SESSION_COLUMNS, ChangeKind, Session, SessionChange
 from radtrack.store import journal
 from radtrack.store.writer import Writer
 
@@ -88,7 +88,7 @@ async def test_acknowledged_rows_are_in_the_journal_and_folded_later(tmp_path: P
 CRASHING_WRITER = """
 import asyncio, os, sys
 from pathlib import Path
-from radtrack.model import ChangeKind, Session, SessionChange
+from radtrack.model import SESSION_COLUMNS, ChangeKind, Session, SessionChange
 from radtrack.store.writer import Writer
 
 async def main():
@@ -172,8 +172,115 @@ async def test_folded_rows_are_trimmed_from_the_journal(tmp_path: Path) -> None:
         await writer.close()
 
 
-def test_append_statements_cover_every_batch_size() -> None:
-    for count in (0, 1, 2, 3, 255, 1024, 1025, 5000):
-        steps = journal.append_statements(count)
-        assert sum(rows for _, rows in steps) == count
-        assert all(sql.count("(") - 1 == rows for sql, rows in steps)
+def test_append_writes_every_row_in_order_at_any_batch_size(tmp_path: Path) -> None:
+    conn = journal.open_journal(tmp_path / "x.journal", 1.0)
+    try:
+        total = 0
+        for count in (0, 1, 2, 3, 255, 1024, 1025, 5000):
+            rows = [journal.whole_row(session(f"{total + n}")) for n in range(count)]
+            journal.append(conn, rows, True)
+            total += count
+        got = [r[0] for r in conn.execute("SELECT session_id FROM log ORDER BY seq")]
+        assert got == [str(n) for n in range(total)]
+        assert conn.execute("SELECT count(*) FROM log WHERE full = 1").fetchone() == (total,)
+    finally:
+        conn.close()
+
+
+def current(db: Path, sid: str) -> dict[str, object]:
+    conn = journal.open_current(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        row = conn.execute("SELECT * FROM current_sessions WHERE session_id = ?", (sid,)).fetchone()
+        return dict(row)
+    finally:
+        conn.close()
+
+
+@pytest.mark.asyncio
+async def test_interim_rows_carry_only_counters_and_keep_every_other_column(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "j.db"
+    writer = Writer(db, fold_interval=3600)
+    await writer.open()
+    try:
+        a = session("a", user=42)
+        a.nas_port_id = "wg0/1"
+        assert await commit(writer, [change(a, ChangeKind.STARTED)])
+        a.input_octets, a.framed_ip = 500, "10.0.0.9"
+        assert await commit(writer, [change(a)])
+        conn = sqlite3.connect(journal.journal_path(db))
+        try:
+            # the Interim's row holds the id and the counters, not the session's other columns
+            assert conn.execute(
+                "SELECT full, user_id, nas_ip, input_octets FROM log ORDER BY seq"
+            ).fetchall() == [(1, 42, "192.0.2.1", 0), (0, None, None, 500)]
+        finally:
+            conn.close()
+        # readers see the whole row with the newer counters on top, before and after the fold
+        for folded in (False, True):
+            row = current(db, "a")
+            assert (row["user_id"], row["nas_ip"], row["nas_port_id"]) == (42, "192.0.2.1", "wg0/1")
+            assert (row["input_octets"], row["framed_ip"]) == (500, "10.0.0.9")
+            if not folded:
+                await writer.sync()
+        # counters over a folded session, then a whole row (the Stop) newer than them
+        a.input_octets = 700
+        assert await commit(writer, [change(a)])
+        assert current(db, "a")["input_octets"] == 700
+        assert current(db, "a")["user_id"] == 42
+        a.input_octets, a.stop_time = 800, 1_700_000_100.0
+        assert await commit(writer, [SessionChange(ChangeKind.STOPPED, a)])
+        a.input_octets = 900  # a late Interim after the Stop still wins by order
+        assert await commit(writer, [change(a)])
+        assert (current(db, "a")["input_octets"], current(db, "a")["stop_time"]) == (
+            900,
+            1_700_000_100.0,
+        )
+        await writer.sync()
+        assert table(db)["a"] == (900, 1_700_000_100.0)
+    finally:
+        await writer.close()
+
+
+@pytest.mark.asyncio
+async def test_a_failed_whole_row_is_retried_with_the_newer_counters_on_top(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "j.db"
+    writer = Writer(db, fold_interval=3600, busy_timeout=0.05, retry_delay=0.05)
+    await writer.open()
+    lock = sqlite3.connect(journal.journal_path(db), isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        a = session("a", user=42)
+        results: list[bool] = []
+        writer.submit([change(a, ChangeKind.STARTED)], results.append)
+        while not results:  # the commit fails on the lock: no acknowledgement
+            await asyncio.sleep(0.01)
+        assert results[0] is False
+        a.input_octets = 300  # an Interim arrives while the disk fails
+        second: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        writer.submit([change(a)], second.set_result)
+        lock.execute("ROLLBACK")
+        assert await second
+        row = current(db, "a")
+        assert (row["user_id"], row["nas_ip"], row["input_octets"]) == (42, "192.0.2.1", 300)
+    finally:
+        lock.close()
+        await writer.close()
+
+
+def test_merge_puts_newer_counters_on_a_whole_row() -> None:
+    a = session("a", user=42)
+    whole = journal.whole_row(a)
+    a.input_octets, a.framed_ip, a.nas_port_id = 5, "10.0.0.1", "wg0/7"
+    a.user_id = 99  # not a counter: a counters row cannot carry it
+    merged = dict(zip(SESSION_COLUMNS, journal.merge(whole, journal.counters_row(a)), strict=True))
+    assert (merged["input_octets"], merged["framed_ip"], merged["nas_port_id"]) == (
+        5,
+        "10.0.0.1",
+        "wg0/7",
+    )
+    assert (merged["user_id"], merged["session_id"]) == (42, "a")

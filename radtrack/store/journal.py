@@ -6,28 +6,40 @@ commit writes a few sequential pages instead of one random page (plus index entr
 A second thread folds the journal into ``sessions`` in large batches ("materialization"): the
 newest snapshot of each session wins, sorted by id, so the page writes of many packets coalesce.
 
-Every snapshot is whole (all of SESSION_COLUMNS); ``full`` says whether any indexed column may
-have changed, which picks the cheaper UPDATE for counter-only batches. ``journal_mark`` (in the
-main database, updated in the same transaction as the fold) is the last journal seq that
-``sessions`` holds, so a crash between the fold and the journal's trim repeats nothing wrongly:
-rows at or below the mark are ignored, and folding a row twice writes the same values anyway.
+A row is either whole (``full`` = 1: every column of SESSION_COLUMNS, for a Start, a Stop or any
+change to an indexed column) or, for an Interim-Update, the id and COUNTER_COLUMNS only
+(``full`` = 0, the other columns NULL): half the values to bind and store for 80 % of the
+traffic. A session's state is its newest whole row (or its ``sessions`` row) with the counters
+of its newest row on top, if that one is a counters row. ``journal_mark`` (in the main
+database, updated in the same transaction as the fold) is the last journal seq that ``sessions``
+holds, so a crash between the fold and the journal's trim repeats nothing wrongly: rows at or
+below the mark are ignored, and folding a row twice writes the same values anyway.
 
-The current state of the store is therefore ``sessions`` overlaid with the newest journal row of
-each session above the mark; ``open_current`` gives readers exactly that view, and start-up
-folds everything before it loads the live state.
+The current state of the store is therefore ``sessions`` overlaid with the journal rows above
+the mark; ``open_current`` gives readers exactly that view, and start-up folds everything before
+it loads the live state.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import operator
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from radtrack.model import SESSION_COLUMNS
-from radtrack.store.schema import COUNTER_COLUMNS
+from radtrack.store.schema import COUNTER_COLUMNS, COUNTER_INDEXES
 
 _COLUMNS = ", ".join(SESSION_COLUMNS)
+_COUNTERS = ", ".join(("id", *COUNTER_COLUMNS))
+
+Row = tuple[object, ...]
+# A session's whole row and its counters row, taken by C code in one call each (the event loop
+# takes one per packet): the Session attribute of every column, in column order
+whole_row = operator.attrgetter(*("class_hex" if c == "class" else c for c in SESSION_COLUMNS))
+counters_row = operator.attrgetter("id", *COUNTER_COLUMNS)
 
 JOURNAL_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
@@ -35,13 +47,20 @@ JOURNAL_SCHEMA = (
 )
 
 # Rows per journal INSERT statement: sizes are powers of two so a handful of prepared statements
-# serve every batch (27 values x 1024 rows < SQLite's 32,766 variables)
+# serve every batch (26 values x 1024 rows < SQLite's 32,766 variables); ``full`` is a literal
 APPEND_CHUNK = 1024
-_APPEND_ROW = f"({', '.join('?' for _ in range(len(SESSION_COLUMNS) + 1))})"
-_APPEND_SQL = {
-    n: f"INSERT INTO log (full, {_COLUMNS}) VALUES {', '.join([_APPEND_ROW] * n)}"
-    for n in (1 << i for i in range(11))
-}
+
+
+def _appends(full: int, names: str, width: int) -> dict[int, str]:
+    row = f"({full}, {', '.join('?' for _ in range(width))})"
+    return {
+        n: f"INSERT INTO log (full, {names}) VALUES {', '.join([row] * n)}"
+        for n in (1 << i for i in range(11))
+    }
+
+
+_APPEND_WHOLE = _appends(1, _COLUMNS, len(SESSION_COLUMNS))
+_APPEND_COUNTERS = _appends(0, _COUNTERS, len(COUNTER_COLUMNS) + 1)
 
 # Journal rows the writer deletes per commit once they are folded, so trimming never holds an
 # acknowledgement back for long
@@ -68,19 +87,26 @@ def journal_path(db: Path) -> Path:
     return db.with_name(db.name + ".journal")
 
 
-def append_statements(count: int) -> list[tuple[str, int]]:
-    """(statement, rows) pairs that append ``count`` rows: full chunks, then powers of two."""
-    out = []
-    while count >= APPEND_CHUNK:
-        out.append((_APPEND_SQL[APPEND_CHUNK], APPEND_CHUNK))
-        count -= APPEND_CHUNK
-    size = APPEND_CHUNK
-    while count:
-        size >>= 1
-        if count >= size:
-            out.append((_APPEND_SQL[size], size))
-            count -= size
-    return out
+def append(conn: sqlite3.Connection, rows: Sequence[Row], full: bool) -> None:
+    """Append whole rows (``full``) or counters rows, in statements of up to APPEND_CHUNK rows
+    whose sizes are powers of two."""
+    statements = _APPEND_WHOLE if full else _APPEND_COUNTERS
+    flatten = itertools.chain.from_iterable
+    start, left, size = 0, len(rows), APPEND_CHUNK
+    while left:
+        while size > left:
+            size >>= 1
+        conn.execute(statements[size], list(flatten(rows[start : start + size])))
+        start += size
+        left -= size
+
+
+def merge(whole: Row, counters: Row) -> Row:
+    """A whole row with the counters of a newer counters row of the same session."""
+    merged = list(whole)
+    for at, value in zip(COUNTER_INDEXES, counters[1:], strict=True):
+        merged[at] = value
+    return tuple(merged)
 
 
 def open_journal(path: Path, busy_timeout: float) -> sqlite3.Connection:
@@ -103,21 +129,18 @@ def attach(conn: sqlite3.Connection, db: Path) -> None:
     conn.execute("ATTACH DATABASE ? AS journal", (uri,))
 
 
-def _latest(full: bool) -> str:
-    """The newest journal row of each session in (?, ?] whose batch has (or has no) whole write."""
-    return (
-        f"SELECT {_COLUMNS} FROM journal.log WHERE seq IN (SELECT max(seq) FROM journal.log "
-        f"WHERE seq > ? AND seq <= ? GROUP BY id HAVING max(full) = {int(full)})"
-    )
-
-
+# the newest whole row of each session in (?, ?], upserted in id order; then the counters of
+# each session whose newest row in (?, ?] is a counters row (newer than any whole row)
 _FOLD_WHOLE = (
-    f"INSERT INTO sessions ({_COLUMNS}) SELECT * FROM ({_latest(True)}) ORDER BY id "
-    "ON CONFLICT (id) DO UPDATE SET "
+    f"INSERT INTO sessions ({_COLUMNS}) SELECT {_COLUMNS} FROM journal.log WHERE seq IN "
+    "(SELECT max(seq) FROM journal.log WHERE seq > ? AND seq <= ? AND full = 1 GROUP BY id) "
+    "ORDER BY id ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in SESSION_COLUMNS[1:])
 )
 _FOLD_COUNTERS = (
-    f"WITH v AS ({_latest(False)}) UPDATE sessions SET "
+    f"WITH v AS (SELECT {_COUNTERS} FROM journal.log WHERE seq IN (SELECT max(seq) "
+    "FROM journal.log WHERE seq > ? AND seq <= ? GROUP BY id) AND full = 0) "
+    "UPDATE sessions SET "
     + ", ".join(f"{c} = v.{c}" for c in COUNTER_COLUMNS)
     + " FROM v WHERE sessions.id = v.id"
 )
@@ -174,6 +197,29 @@ def settle(db: Path, busy_timeout: float = 5.0, batch: int = 200_000) -> int:
     return folded
 
 
+# p: each session with journal rows above the mark, its newest row and its newest whole row;
+# base: that whole row, else the session's ``sessions`` row; then the counters of the newest
+# row on top where that is a counters row; and every session without journal rows as it is
+_CURRENT = (
+    "CREATE TEMP VIEW current_sessions AS WITH p AS (SELECT id, max(seq) AS last, "
+    "max(CASE WHEN full = 1 THEN seq END) AS whole FROM journal.log "
+    "WHERE seq > (SELECT seq FROM main.journal_mark) GROUP BY id), "
+    f"base AS (SELECT p.last, {', '.join(f'l.{c}' for c in SESSION_COLUMNS)} "
+    "FROM p JOIN journal.log AS l ON l.seq = p.whole "
+    f"UNION ALL SELECT p.last, {', '.join(f's.{c}' for c in SESSION_COLUMNS)} "
+    "FROM p JOIN main.sessions AS s ON s.id = p.id WHERE p.whole IS NULL) "
+    "SELECT "
+    + ", ".join(
+        f"CASE WHEN c.seq IS NULL THEN b.{n} ELSE c.{n} END AS {n}"
+        if n in COUNTER_COLUMNS
+        else f"b.{n} AS {n}"
+        for n in SESSION_COLUMNS
+    )
+    + " FROM base AS b LEFT JOIN journal.log AS c ON c.seq = b.last AND c.full = 0 "
+    f"UNION ALL SELECT {_COLUMNS} FROM main.sessions WHERE id NOT IN (SELECT id FROM p)"
+)
+
+
 def open_current(db: Path, timeout: float = 5.0) -> sqlite3.Connection:
     """A read-only connection whose temporary view ``current_sessions`` is what the store holds
     now: ``sessions`` overlaid with the newest journal snapshot of each session not yet folded.
@@ -184,16 +230,7 @@ def open_current(db: Path, timeout: float = 5.0) -> sqlite3.Connection:
             conn.execute(f"CREATE TEMP VIEW current_sessions AS SELECT {_COLUMNS} FROM sessions")
             return conn
         attach(conn, db)
-        pending = (
-            "SELECT max(seq) FROM journal.log WHERE seq > (SELECT seq FROM main.journal_mark) "
-            "GROUP BY id"
-        )
-        conn.execute(
-            f"CREATE TEMP VIEW current_sessions AS "
-            f"SELECT {_COLUMNS} FROM journal.log WHERE seq IN ({pending}) "
-            f"UNION ALL SELECT {_COLUMNS} FROM main.sessions WHERE id NOT IN "
-            "(SELECT id FROM journal.log WHERE seq > (SELECT seq FROM main.journal_mark))"
-        )
+        conn.execute(_CURRENT)
     except BaseException:
         conn.close()
         raise

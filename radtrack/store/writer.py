@@ -44,9 +44,8 @@ Ack = tuple[Callable[[bytes, Any], None], bytes, Any]
 # The nice value of the fold thread: the scheduler gives it ~1/10 of a contended core
 BACKGROUND_NICE = 10
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-Row = tuple[object, ...]
-# a snapshot of a session and whether every column must be written (else counters only)
-Pending = tuple[Row, bool]
+# a whole row of a session (True) or its counters row (False): store/journal.py
+Pending = tuple[journal.Row, bool]
 # one statement and its parameter sets (executemany)
 Step = tuple[str, Sequence[Sequence[Any]]]
 
@@ -251,14 +250,18 @@ class Writer:
         socket's sendto is)."""
         if self._closing:
             raise StoreError("the writer is closed")
-        rows = [(c.session.id, c.session.row(), not c.counters_only) for c in changes]
+        whole, counters = journal.whole_row, journal.counters_row
         with self._lock:
             pending = self._rows
-            for key, row, full in rows:
-                if not full:
+            for change in changes:
+                session = change.session
+                key = session.id
+                if change.counters_only:
                     queued = pending.get(key)
-                    full = queued is not None and queued[1]
-                pending[key] = (row, full)
+                    if queued is None or not queued[1]:
+                        pending[key] = (counters(session), False)
+                        continue
+                pending[key] = (whole(session), True)
             if done is not None:
                 self._callbacks.append(done)
             if ack is not None:
@@ -377,7 +380,8 @@ class Writer:
                         if newer is None:
                             self._rows[key] = pending
                         elif pending[1] and not newer[1]:
-                            self._rows[key] = (newer[0], True)
+                            # the newer counters on top of the whole row that failed
+                            self._rows[key] = (journal.merge(pending[0], newer[0]), True)
             self._committing = 0
             self._hand_back(callbacks, ok, trim)
             if ok:
@@ -447,15 +451,11 @@ class Writer:
         ones. Raises sqlite3.Error after rolling back."""
         conn = self._conn
         assert conn is not None
+        whole = [row for row, full in rows if full]
+        counters = [row for row, full in rows if not full]
         with journal.transaction(conn):
-            start = 0
-            for sql, count in journal.append_statements(len(rows)):
-                values: list[object] = []
-                for row, full in rows[start : start + count]:
-                    values.append(full)
-                    values.extend(row)
-                conn.execute(sql, values)
-                start += count
+            journal.append(conn, whole, True)
+            journal.append(conn, counters, False)
             if trim:
                 conn.execute(journal.TRIM, (trim,))
 
