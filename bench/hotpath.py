@@ -52,6 +52,7 @@ from radtrack.daemon import Daemon  # noqa: E402
 from radtrack.model import SessionChange  # noqa: E402
 from radtrack.radius.dictionary import load as load_dictionary  # noqa: E402
 from radtrack.service import AccountingService  # noqa: E402
+from radtrack.store import journal  # noqa: E402
 from radtrack.transport import UdpListener  # noqa: E402
 
 SECRET = "bench-secret-0123456789"
@@ -75,7 +76,7 @@ class FakeWriter:
         self.healthy = True
         self.finished: list[object] = []  # commits done on a thread (none here)
         self.callbacks: list[Callable[[bool], None]] = []
-        self.acks: list[tuple[Callable[[bytes, Any], None], bytes, Any]] = []
+        self.acks: list[tuple[Any, bytes, Any]] = []
         self.rows: dict[str, tuple[tuple[object, ...], bool]] = {}
 
     @property
@@ -89,11 +90,17 @@ class FakeWriter:
         self,
         changes: Sequence[SessionChange],
         done: Callable[[bool], None] | None = None,
-        ack: tuple[Callable[[bytes, Any], None], bytes, Any] | None = None,
+        ack: tuple[Any, bytes, Any] | None = None,
     ) -> None:
+        # as Writer.submit: a counters row for an Interim, else the whole row
         rows = self.rows
         for change in changes:
-            rows[change.session.id] = (change.session.row(), not change.counters_only)
+            session = change.session
+            queued = rows.get(session.id)
+            if change.counters_only and (queued is None or not queued[1]):
+                rows[session.id] = (journal.counters_row(session), False)
+            else:
+                rows[session.id] = (journal.whole_row(session), True)
         if done is not None:
             self.callbacks.append(done)
         if ack is not None:
@@ -105,8 +112,8 @@ class FakeWriter:
         callbacks, self.callbacks = self.callbacks, []
         acks, self.acks = self.acks, []
         self.rows = {}
-        for send, data, address in acks:
-            send(data, address)
+        for sender, data, address in acks:
+            sender.send_many([(data, address)])
         return callbacks
 
 
@@ -122,6 +129,9 @@ class FakeListener:
 
     def send(self, data: bytes, addr: tuple[str, int]) -> None:
         self.sent.append(data)
+
+    def send_many(self, replies: list[tuple[bytes, tuple[str, int]]]) -> None:
+        self.sent += [data for data, _ in replies]
 
 
 def build(packets: int, sessions: int, seed: int) -> tuple[list[bytes], list[bytes]]:

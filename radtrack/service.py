@@ -224,7 +224,7 @@ class AccountingService:
         self.writer.submit(
             changes,
             partial(self._done, (key, reply, received, changes, listener, addr)),
-            (listener.send, reply, addr),
+            (listener, reply, addr),
         )
 
     def _done(self, packet: _Accepted, ok: bool) -> None:

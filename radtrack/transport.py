@@ -8,10 +8,14 @@ datagrams each time the socket is readable keeps intake fair against the API.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import errno
 import logging
 import os
 import socket
-from collections.abc import Callable
+import struct
+import threading
+from collections.abc import Callable, Sequence
 
 from radtrack.config import Endpoint
 
@@ -19,6 +23,25 @@ logger = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 Handler = Callable[["UdpListener", bytes, Address], None]
+
+# sendmmsg(2), called through ctypes (which releases the GIL for the call): a commit's replies
+# leave in one system call. One sendto per reply releases and retakes the GIL each time, and
+# with the event loop busy on the other core every retake waits for the loop's next system
+# call. None where the C library has no sendmmsg (not Linux): one sendto per reply then.
+_sendmmsg: Callable[[int, int, int, int], int] | None
+try:
+    _sendmmsg = ctypes.CDLL(None, use_errno=True).sendmmsg
+    _sendmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
+    _sendmmsg.restype = ctypes.c_int
+except (OSError, AttributeError):
+    _sendmmsg = None
+# struct mmsghdr (LP64 Linux): msghdr {name, namelen, iov, iovlen, control, controllen, flags}
+# and msg_len; then struct iovec {base, len}
+_MMSGHDR = struct.Struct("@PI4xPNPNi4xI4x")
+_IOVEC = struct.Struct("@PN")
+_MMSG_OK = ctypes.sizeof(ctypes.c_void_p) == 8 and _MMSGHDR.size == 64 and _IOVEC.size == 16
+# sockaddr_in / sockaddr_in6 of each peer replied to: a few NASes, so a small table
+_SOCKADDRS_MAX = 4096
 
 
 def bind_udp(endpoint: Endpoint, receive_buffer: int) -> socket.socket:
@@ -49,6 +72,9 @@ class UdpListener:
         self.send_errors = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reading = False
+        # the commit thread sends through the socket's descriptor: close() waits for it
+        self._sending = threading.Lock()
+        self._sockaddrs: dict[Address, bytes] = {}
 
     @property
     def address(self) -> Address:
@@ -109,6 +135,90 @@ class UdpListener:
             self.send_errors += 1
             logger.debug("event=send_failed peer=%s error=%s", addr[0], exc)
 
+    def send_many(self, replies: Sequence[tuple[bytes, Address]]) -> None:
+        """Send replies (any thread): one sendmmsg where there is one, else one sendto each."""
+        with self._sending:
+            fd = self.sock.fileno()
+            if fd < 0:  # closed (shutdown): the NASes retransmit, the next run answers
+                self.send_errors += len(replies)
+                return
+            if _sendmmsg is None or not _MMSG_OK or len(replies) < 2:
+                for data, addr in replies:
+                    self.send(data, addr)
+                return
+            self._sendmmsg(fd, replies)
+
+    def _sockaddr(self, addr: Address) -> bytes | None:
+        packed = self._sockaddrs.get(addr)
+        if packed is None:
+            host, port = addr
+            try:
+                if self.sock.family == socket.AF_INET6:
+                    packed = (
+                        struct.pack("=H", socket.AF_INET6)
+                        + struct.pack("!HI", port, 0)  # port, flow info
+                        + socket.inet_pton(socket.AF_INET6, host)
+                        + struct.pack("=I", 0)  # scope id
+                    )
+                else:
+                    packed = struct.pack("=H", socket.AF_INET) + struct.pack(
+                        "!H4s8x", port, socket.inet_pton(socket.AF_INET, host)
+                    )
+            except (OSError, ValueError, struct.error):
+                return None  # e.g. a scoped IPv6 address: sendto resolves it
+            if len(self._sockaddrs) >= _SOCKADDRS_MAX:
+                self._sockaddrs.clear()
+            self._sockaddrs[addr] = packed
+        return packed
+
+    def _sendmmsg(self, fd: int, replies: Sequence[tuple[bytes, Address]]) -> None:
+        """One buffer: the mmsghdr array, the iovec array, the addresses, the data."""
+        names: list[bytes] = []
+        datas: list[bytes] = []
+        for data, addr in replies:
+            name = self._sockaddr(addr)
+            if name is None:
+                self.send(data, addr)
+                continue
+            names.append(name)
+            datas.append(data)
+        count = len(names)
+        if not count:
+            return
+        iovs_at = count * 64
+        names_at = iovs_at + count * 16
+        data_at = names_at + sum(map(len, names))
+        buffer = bytearray(data_at + sum(map(len, datas)))
+        buffer[names_at:data_at] = b"".join(names)
+        buffer[data_at:] = b"".join(datas)
+        view = (ctypes.c_char * len(buffer)).from_buffer(buffer)
+        base = ctypes.addressof(view)
+        header, iovec = _MMSGHDR.pack_into, _IOVEC.pack_into
+        name_at, datum_at = base + names_at, base + data_at
+        for i in range(count):
+            name, data = names[i], datas[i]
+            header(buffer, i * 64, name_at, len(name), base + iovs_at + i * 16, 1, 0, 0, 0, 0)
+            iovec(buffer, iovs_at + i * 16, datum_at, len(data))
+            name_at += len(name)
+            datum_at += len(data)
+        sent = 0
+        assert _sendmmsg is not None
+        while sent < count:
+            done = _sendmmsg(fd, base + sent * 64, count - sent, 0)
+            if done > 0:
+                sent += done
+                continue
+            error = ctypes.get_errno()
+            if error == errno.EINTR:
+                continue
+            # the first message left failed (full send buffer, unreachable): the NAS
+            # retransmits it and the response cache answers; the rest still go
+            self.send_errors += 1
+            logger.debug("event=send_failed error=%s", os.strerror(error))
+            sent += 1
+        del view  # ctypes held the buffer (and its memory) until here
+
     def close(self) -> None:
         self.pause()
-        self.sock.close()
+        with self._sending:
+            self.sock.close()

@@ -46,8 +46,8 @@ class Writer:
         """The commit thread's part (send the replies) and the event loop's (the callbacks)."""
         pending, self.pending = self.pending, []
         if ok:
-            for _, (send, data, address) in pending:
-                send(data, address)
+            for _, (sender, data, address) in pending:
+                sender.send_many([(data, address)])
         for done, _ in pending:
             done(ok)
 
@@ -58,6 +58,9 @@ class Listener:
 
     def send(self, data: bytes, addr: tuple[str, int]) -> None:
         self.sent.append((data, addr))
+
+    def send_many(self, replies: list[tuple[bytes, tuple[str, int]]]) -> None:
+        self.sent += replies
 
 
 def service(tmp_path: Path, dictionary: Dictionary) -> tuple[AccountingService, Writer]:

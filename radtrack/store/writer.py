@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from radtrack.errors import StoreError
 from radtrack.model import SessionChange
@@ -38,8 +38,16 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Done = Callable[[bool], None]
-# a reply the commit thread sends once its commit is durable: (send, data, address)
-Ack = tuple[Callable[[bytes, Any], None], bytes, Any]
+
+
+class ReplySender(Protocol):
+    """Where a commit's replies go out (transport.UdpListener): callable from any thread."""
+
+    def send_many(self, replies: Sequence[tuple[bytes, Any]]) -> None: ...
+
+
+# a reply the commit thread sends once its commit is durable: (sender, data, address)
+Ack = tuple[ReplySender, bytes, Any]
 # Upper bounds (seconds) of the commit duration histogram (radtrack_commit_seconds)
 # The nice value of the fold thread: the scheduler gives it ~1/10 of a contended core
 BACKGROUND_NICE = 10
@@ -79,6 +87,21 @@ def _background_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
     except (OSError, AttributeError):  # not permitted, or not Linux: run at normal priority
         pass
+
+
+def _reply(acks: list[Ack]) -> None:
+    """Send a commit's replies, each sender's in one call (one system call where it can)."""
+    start = 0
+    while start < len(acks):
+        sender = acks[start][0]
+        end = start + 1
+        while end < len(acks) and acks[end][0] is sender:
+            end += 1
+        try:
+            sender.send_many([(data, address) for _, data, address in acks[start:end]])
+        except Exception:  # a bug in a sender: the others still get their replies
+            logger.exception("event=reply_failed")
+        start = end
 
 
 class WriterStats:
@@ -246,8 +269,8 @@ class Writer:
         """Queue snapshots of the changed sessions (the newest snapshot of a session wins), a
         completion callback that runs on the event loop after the commit that holds them (or a
         later one), and a reply the commit thread sends as soon as that commit is durable:
-        ``ack = (send, data, address)``, ``send(data, address)`` must be thread-safe (a UDP
-        socket's sendto is)."""
+        ``ack = (sender, data, address)``; the commit thread hands each sender the replies of
+        a commit in one ``sender.send_many`` call."""
         if self._closing:
             raise StoreError("the writer is closed")
         whole, counters = journal.whole_row, journal.counters_row
@@ -384,12 +407,8 @@ class Writer:
                             self._rows[key] = (journal.merge(pending[0], newer[0]), True)
             self._committing = 0
             self._hand_back(callbacks, ok, trim)
-            if ok:
-                for send, data, address in acks:
-                    try:
-                        send(data, address)
-                    except Exception:  # a bug in a sender: the others still get their reply
-                        logger.exception("event=reply_failed")
+            if ok and acks:
+                _reply(acks)
             if ok:
                 delay = self.retry_delay
             else:
