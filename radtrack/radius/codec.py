@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib
-import operator
 import struct
 from collections.abc import Callable
 from socket import AF_INET6, inet_ntoa, inet_ntop
@@ -116,10 +115,10 @@ class RawPacket(NamedTuple):
     """A structurally valid RADIUS packet: header fields and attribute values.
 
     ``data`` is the packet cut to its Length field (octets past it are padding, RFC 2866 §3).
-    ``values`` has a slot per attribute type (256): for the types the hot path reads
-    (KEPT_TYPES) the value of the type's first instance, or None when the packet has none; False
-    for the others, which are not cut out of ``data`` at all (``first`` and ``all`` find them).
-    A list index and operator.itemgetter are cheaper than a dict here. ``attributes`` lists
+    ``kept`` has a slot per attribute type the hot path reads (KEPT_ORDER, then one slot that
+    stays False for every other type): the value of the type's first instance, or None when the
+    packet has none. The other types are not cut out of ``data`` at all (``first`` and ``all``
+    find them). ``values`` shows the same by attribute type (256 slots); ``attributes`` lists
     them all in wire order, walked again from ``data`` when asked.
     """
 
@@ -127,7 +126,14 @@ class RawPacket(NamedTuple):
     identifier: int
     authenticator: bytes
     data: bytes
-    values: list[bytes | None | Literal[False]]
+    kept: list[bytes | None | Literal[False]]
+
+    @property
+    def values(self) -> list[bytes | None | Literal[False]]:
+        """By attribute type: the first instance's value of a kept type (None: absent), False
+        for a type that is not kept."""
+        kept = self.kept
+        return [kept[slot] for slot in _SLOTS]
 
     @property
     def attributes(self) -> list[tuple[int, bytes]]:
@@ -141,13 +147,13 @@ class RawPacket(NamedTuple):
         return attributes
 
     def first(self, attr_type: int) -> bytes | None:
-        value = self.values[attr_type]
+        value = self.kept[_SLOTS[attr_type]]
         if value is False:  # not kept: look
             return next((v for key, v in self.attributes if key == attr_type), None)
         return value
 
     def all(self, attr_type: int) -> list[bytes]:
-        if self.values[attr_type] is None:
+        if self.kept[_SLOTS[attr_type]] is None:
             return []
         return [value for key, value in self.attributes if key == attr_type]
 
@@ -168,7 +174,8 @@ def decode(data: bytes) -> RawPacket:
         raise MalformedPacket(f"Length field {length} exceeds {MAX_PACKET_SIZE}")
     if length < size:
         data = data[:length]
-    values = _NO_VALUES[:]
+    kept = _NOTHING_KEPT[:]
+    slots = _SLOTS
     pos = 20
     try:
         while pos < length:
@@ -178,13 +185,13 @@ def decode(data: bytes) -> RawPacket:
                 if end < start:
                     raise MalformedPacket(f"attribute {data[pos]} has length {end - pos}")
                 raise MalformedPacket(f"attribute {data[pos]} runs past the end of the packet")
-            attr_type = data[pos]
-            if values[attr_type] is None:  # a type kept, and its first instance
-                values[attr_type] = data[start:end]
+            slot = slots[data[pos]]
+            if kept[slot] is None:  # a type kept, and its first instance
+                kept[slot] = data[start:end]
             pos = end
     except IndexError:
         raise MalformedPacket(f"attribute header cut off at octet {pos}") from None
-    return _new_tuple(RawPacket, (code, identifier, authenticator, data, values))
+    return _new_tuple(RawPacket, (code, identifier, authenticator, data, kept))
 
 
 def zeroed_message_authenticator(packet: RawPacket) -> bytes:
@@ -211,7 +218,7 @@ def verify_request(
     §5.14, RFC 3579 §3.2); for accounting it is computed with a zero authenticator.
     """
     data = packet.data
-    if packet.values[MESSAGE_AUTHENTICATOR] is None:  # the common case, in short
+    if packet.kept[_MA_SLOT] is None:  # the common case, in short
         if packet.code == STATUS_SERVER or require_message_authenticator:
             return False
         expected = md5(b"".join((data[:4], ZERO_AUTH, data[20:], secret))).digest()
@@ -247,7 +254,7 @@ def encode_reply(
     (RFC 5997 §3), with 16 zero octets in a reply to an Accounting-Request (as FreeRADIUS and
     pyrad compute and check it).
     """
-    if request.values[PROXY_STATE] is None and not message_authenticator:
+    if request.kept[_PS_SLOT] is None and not message_authenticator:
         # the common case, no attributes: the header of each Identifier is made once
         head = _BARE_REPLY_HEADS[request.identifier] if code == ACCOUNTING_RESPONSE else b""
         if not head:
@@ -267,8 +274,10 @@ def encode_reply(
     return head + auth + attrs
 
 
-# The attributes AccountingDecoder.request reads, fetched by one itemgetter from the packet's values
-_REQUEST_TYPES = (
+# The attribute types decode() cuts out of a packet, in the order of RawPacket.kept: what
+# AccountingDecoder.request reads (it unpacks them in this order), then Proxy-State and
+# Message-Authenticator
+KEPT_ORDER = (
     ACCT_STATUS_TYPE,
     ACCT_SESSION_ID,
     USER_NAME,
@@ -293,14 +302,21 @@ _REQUEST_TYPES = (
     ACCT_OUTPUT_PACKETS,
     ACCT_INPUT_GIGAWORDS,
     ACCT_OUTPUT_GIGAWORDS,
+    PROXY_STATE,
+    MESSAGE_AUTHENTICATOR,
 )
-_request_values = operator.itemgetter(*_REQUEST_TYPES)
-# the attribute types decode() cuts out of a packet: what the hot path reads
-KEPT_TYPES = frozenset((*_REQUEST_TYPES, PROXY_STATE, MESSAGE_AUTHENTICATOR))
-# decode()'s values before the walk: None where a type is kept, False where it is not
-_NO_VALUES: list[bytes | None | Literal[False]] = [
-    None if attr_type in KEPT_TYPES else False for attr_type in range(256)
-]
+KEPT_TYPES = frozenset(KEPT_ORDER)
+_PS_SLOT = KEPT_ORDER.index(PROXY_STATE)
+_MA_SLOT = KEPT_ORDER.index(MESSAGE_AUTHENTICATOR)
+# attribute type -> its slot in RawPacket.kept; the types not kept share the last slot, which
+# stays False (a tuple: its item lookup is the cheapest in the walk)
+_SLOTS = tuple(
+    KEPT_ORDER.index(attr_type) if attr_type in KEPT_TYPES else len(KEPT_ORDER)
+    for attr_type in range(256)
+)
+# decode()'s kept values before the walk
+_NOTHING_KEPT: list[bytes | None | Literal[False]] = [None] * len(KEPT_ORDER)
+_NOTHING_KEPT.append(False)
 # Acct-Status-Type values as they appear on the wire -> the member (no Enum call per packet)
 _STATUS_TYPES = {status.value.to_bytes(4, "big"): status for status in StatusType}
 _SESSION_ID_OPTIONAL = (StatusType.ACCOUNTING_ON, StatusType.ACCOUNTING_OFF)
@@ -341,10 +357,11 @@ class AccountingDecoder:
         An attribute that should appear once but repeats counts by its first instance, as in
         FreeRADIUS and pyrad.
 
-        Written for speed (it runs once per packet): one itemgetter fetches every value,
+        Written for speed (it runs once per packet): the kept values are unpacked in one step,
         conversions are inline rather than helper calls.
         """
-        fields: tuple[bytes | None, ...] = _request_values(packet.values)
+        # the last slot (types not kept) holds False, and is not read
+        kept: list[bytes | None] = packet.kept  # type: ignore[assignment]
         (
             status_raw,
             session_id_raw,
@@ -370,7 +387,10 @@ class AccountingDecoder:
             out_pkt_raw,
             in_giga_raw,
             out_giga_raw,
-        ) = fields
+            _proxy_state,
+            _message_authenticator,
+            _not_kept,
+        ) = kept
         if status_raw is None:
             raise MalformedPacket("no Acct-Status-Type")  # RFC 2866 §5.1: MUST be present
         status = _STATUS_TYPES.get(status_raw)
