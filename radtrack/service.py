@@ -10,9 +10,8 @@ import bisect
 import ipaddress
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from functools import partial
 
 from pyrad.dictionary import Dictionary
 
@@ -30,9 +29,9 @@ logger = logging.getLogger(__name__)
 
 Subscriber = Callable[[Sequence[SessionChange]], None]
 # a packet accepted and submitted: (cache key, reply, monotonic time read, its changes, the
-# listener it came in on, the NAS's address)
-# listener it came in on, the NAS's address)
-_Accepted = tuple[Key, bytes, float, list[SessionChange], UdpListener, Address]
+# listener it came in on, the NAS's address); for the changes of expire(): (None, b"", 0.0,
+# changes, None, None)
+_Accepted = tuple[Key | None, bytes, float, list[SessionChange], UdpListener | None, Address | None]
 
 # Why a datagram got no answer (the label of radtrack_packets_dropped_total)
 DROP_REASONS = (
@@ -122,11 +121,13 @@ class AccountingService:
         self._warn = RateLimiter()
         # packets in flight that were retransmitted meanwhile (answered again after the commit)
         self._retransmitted: set[Key] = set()
-        # packets committed whose bookkeeping (cache, latency) is yet to do, and the changes to
-        # publish: a commit's callbacks gather them, and _after_commit does it once for all
-        # right after those callbacks (not per packet)
-        self._committed: list[_Accepted] = []
-        self._events: list[SessionChange] = []
+        # what was submitted to the writer and is not done yet, in submit order: the writer runs
+        # the callbacks in that order (commit order), so the one callback, _done, needs no
+        # argument of its own (no partial or closure per packet); the first ``_committed`` of
+        # them are committed, and _after_commit does their bookkeeping (cache, latency, events)
+        # once for all right after a commit's callbacks (not per packet)
+        self._submitted: deque[_Accepted] = deque()
+        self._committed = 0
         self._after_commit_soon = False
 
     def reconfigure(self, settings: RadiusSettings) -> None:
@@ -221,25 +222,24 @@ class AccountingService:
         self.cache.begin(key, now)
         reply = codec.encode_reply(packet, client.secret)
 
-        self.writer.submit(
-            changes,
-            partial(self._done, (key, reply, received, changes, listener, addr)),
-            (listener, reply, addr),
-        )
+        self.writer.submit(changes, self._done, (listener, reply, addr))
+        self._submitted.append((key, reply, received, changes, listener, addr))
 
-    def _done(self, packet: _Accepted, ok: bool) -> None:
-        """The writer's callback for one packet, on the event loop after its commit (which has
-        sent the reply already). The bookkeeping is done once for all the packets of the
-        commit, in _after_commit, right after their callbacks."""
+    def _done(self, ok: bool) -> None:
+        """The writer's callback, on the event loop after a commit (which has sent the replies
+        already), for the oldest submission not done yet. The bookkeeping is done once for all
+        the packets of the commit, in _after_commit, right after their callbacks."""
         if not ok:
-            key = packet[0]
-            self.cache.forget(key)
-            self._retransmitted.discard(key)
-            self._drop("store_failed", packet[5][0])
+            # the earlier submissions are committed, this one failed
+            packet = self._submitted[self._committed]
+            del self._submitted[self._committed]
+            key, addr = packet[0], packet[5]
+            if key is not None and addr is not None:
+                self.cache.forget(key)
+                self._retransmitted.discard(key)
+                self._drop("store_failed", addr[0])
             return
-        self._committed.append(packet)
-        if packet[3]:
-            self._events += packet[3]
+        self._committed += 1
         if not self._after_commit_soon:
             self._schedule_after_commit()
 
@@ -254,26 +254,34 @@ class AccountingService:
         if not self._after_commit_soon:
             return  # done already (a datagram or expire() came first)
         self._after_commit_soon = False
-        committed, self._committed = self._committed, []
+        submitted = self._submitted
         answer = self.cache.answer
         retransmitted = self._retransmitted
         buckets = self.stats.ack_buckets
         now = self.clock()
         monotonic = time.monotonic()
         latencies = 0.0
-        for key, reply, received, _, listener, addr in committed:
+        acknowledged = 0
+        events: list[SessionChange] = []
+        for _ in range(self._committed):
+            key, reply, received, changes, listener, addr = submitted.popleft()
+            if changes:
+                events += changes
+            if key is None:
+                continue  # expire()'s changes: events only
             answer(key, reply, now)
             if retransmitted and key in retransmitted:
                 retransmitted.discard(key)
-                listener.send(reply, addr)
+                listener.send(reply, addr)  # type: ignore[union-attr,arg-type]
             latency = monotonic - received
             latencies += latency
             buckets[bisect.bisect_left(ACK_BUCKETS, latency)] += 1
+            acknowledged += 1
+        self._committed = 0
         stats = self.stats
-        stats.acknowledged += len(committed)
+        stats.acknowledged += acknowledged
         stats.ack_latency_sum += latencies
-        if self._events:
-            events, self._events = self._events, []
+        if events:
             self._publish(events)
 
     def expire(self, budget: int | None = None) -> int:
@@ -290,14 +298,10 @@ class AccountingService:
                     change.session.nas_name,
                     change.session.session_id,
                 )
-            self.writer.submit(changes, partial(self._expired, changes))
+            # published in commit order, after the packets committed before them
+            self.writer.submit(changes, self._done)
+            self._submitted.append((None, b"", 0.0, changes, None, None))
         return len(changes)
-
-    def _expired(self, changes: list[SessionChange], ok: bool) -> None:
-        if ok:  # published in commit order, after the packets committed before them
-            self._events += changes
-            if not self._after_commit_soon:
-                self._schedule_after_commit()
 
     def _publish(self, changes: Sequence[SessionChange]) -> None:
         for subscriber in list(self.subscribers):

@@ -46,8 +46,10 @@ class Writer:
         """The commit thread's part (send the replies) and the event loop's (the callbacks)."""
         pending, self.pending = self.pending, []
         if ok:
-            for _, (sender, data, address) in pending:
-                sender.send_many([(data, address)])
+            for _, ack in pending:
+                if ack is not None:  # expire() submits without a reply
+                    sender, data, address = ack
+                    sender.send_many([(data, address)])
         for done, _ in pending:
             done(ok)
 
@@ -155,3 +157,46 @@ async def test_retransmissions_in_flight_and_answered(
     svc.on_datagram(listener, data, PEER)  # type: ignore[arg-type]  # answered: from the cache
     assert len(listener.sent) == 3 and listener.sent[2] == listener.sent[0]
     assert (svc.stats.duplicates, svc.stats.accepted, writer.queued) == (2, 1, 0)
+
+
+@pytest.mark.asyncio
+async def test_a_failed_commit_after_a_good_one_forgets_only_its_own_packets(
+    tmp_path: Path, dictionary: Dictionary
+) -> None:
+    svc, writer = service(tmp_path, dictionary)
+    calls: list[list[str]] = []
+    svc.subscribers.append(lambda changes: calls.append([c.session.session_id for c in changes]))
+    listener = Listener()
+    first, second = start(dictionary, "a", 1), start(dictionary, "b", 2)
+    svc.on_datagram(listener, first, PEER)  # type: ignore[arg-type]
+    svc.on_datagram(listener, second, PEER)  # type: ignore[arg-type]
+    for_a, for_b = writer.pending
+    writer.pending = [for_a]
+    writer.commit()  # a's commit; its bookkeeping waits for the loop
+    writer.pending = [for_b]
+    writer.commit(ok=False)
+    await asyncio.sleep(0)
+    assert calls == [["a"]] and len(listener.sent) == 1
+    assert (svc.stats.acknowledged, svc.stats.dropped["store_failed"]) == (1, 1)
+    svc.on_datagram(listener, first, PEER)  # type: ignore[arg-type]  # answered: the cache
+    svc.on_datagram(listener, second, PEER)  # type: ignore[arg-type]  # forgotten: again
+    assert (svc.stats.duplicates, svc.stats.accepted, writer.queued) == (1, 3, 1)
+
+
+@pytest.mark.asyncio
+async def test_stale_sessions_are_published_in_commit_order_with_the_packets(
+    tmp_path: Path, dictionary: Dictionary
+) -> None:
+    svc, writer = service(tmp_path, dictionary)
+    calls: list[list[tuple[ChangeKind, str]]] = []
+    svc.subscribers.append(
+        lambda changes: calls.append([(c.kind, c.session.session_id) for c in changes])
+    )
+    listener = Listener()
+    svc.on_datagram(listener, start(dictionary, "a", 1), PEER)  # type: ignore[arg-type]
+    svc.clock = lambda: 4e9  # long after: every session is stale
+    assert svc.expire() == 1
+    writer.commit()  # the packet's commit and the expiry's, in one
+    await asyncio.sleep(0)
+    assert calls == [[(ChangeKind.STARTED, "a"), (ChangeKind.STOPPED, "a")]]
+    assert svc.stats.acknowledged == 1
