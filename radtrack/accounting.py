@@ -31,6 +31,24 @@ NAS_REBOOT = "NAS-Reboot"
 REBOOTS_KEPT = 8
 
 
+class SharedStrings:
+    """Equal strings that many sessions hold (Called-Station-Id, NAS-Port-Id, ...) kept as one
+    object: a direct-mapped table of the strings seen last, ``slots`` of them (a power of 2).
+    Bounded, with no bookkeeping: a string whose slot another one took is simply not shared."""
+
+    def __init__(self, slots: int = 1 << 14) -> None:
+        self._table: list[str | None] = [None] * slots
+        self._mask = slots - 1
+
+    def share(self, text: str) -> str:
+        slot = hash(text) & self._mask
+        known = self._table[slot]
+        if known == text:
+            return known
+        self._table[slot] = text
+        return text
+
+
 class Accountant:
     """Owns the writes to a SessionIndex.
 
@@ -54,6 +72,9 @@ class Accountant:
         self._scan: list[Session] = []  # the pass of expire() under way
         self._scan_at = 0
         self._reboots: dict[str, list[tuple[float, CloseReason]]] = {}  # nas_key -> sorted
+        # a decoded packet's strings are its own; a session keeps shared ones instead (memory:
+        # docs/performance.md), and an Interim's equal value leaves the session's in place
+        self.shared = SharedStrings()
 
     # -- packets ---------------------------------------------------------------------------
     def handle(self, request: AccountingRequest) -> list[SessionChange]:
@@ -90,25 +111,25 @@ class Accountant:
         elif (request.session_time or 0) <= session.session_time:
             return []  # a duplicate Interim
         session.last_update = event_time
-        # _merge_attributes
+        # _merge_attributes; an equal value: the session's own (shared) one stays
         value = request.user_name
         learned_user = value is not None and session.user_name is None
         if learned_user:
             session.user_name = value
         value = request.nas_port_id
-        if value is not None:
-            session.nas_port_id = value
+        if value is not None and value != session.nas_port_id:
+            session.nas_port_id = self.shared.share(value)
         value = request.nas_port_type
         if value is not None:
             session.nas_port_type = value
         value = request.calling_station_id
-        if value is not None:
+        if value is not None and value != session.calling_station_id:
             session.calling_station_id = value
         value = request.called_station_id
-        if value is not None:
-            session.called_station_id = value
+        if value is not None and value != session.called_station_id:
+            session.called_station_id = self.shared.share(value)
         value = request.framed_ip
-        if value is not None:
+        if value is not None and value != session.framed_ip:
             session.framed_ip = value
         number = request.interim_interval
         if number:
@@ -144,6 +165,13 @@ class Accountant:
         return sid, self.index.find(sid)
 
     def _new(self, sid: str, request: AccountingRequest, start_time: float) -> Session:
+        user_name = request.user_name
+        user_id = self.users.resolve(user_name, request.class_hex)
+        if user_id is not None:
+            # the user's other sessions have the same name and id, mostly: share them
+            other = self.index.one_of_user(user_id)
+            if other is not None and other.user_name == user_name:
+                user_name, user_id = other.user_name, other.user_id
         session = Session(
             sid,
             request.nas_key,
@@ -153,17 +181,39 @@ class Accountant:
             start_time,
             request.event_time,
             class_hex=request.class_hex,
-            user_name=request.user_name,
-            user_id=self.users.resolve(request.user_name, request.class_hex),
+            user_name=user_name,
+            user_id=user_id,
         )
-        _merge_attributes(session, request)
+        self._merge_attributes(session, request)
         _take_counters(session, request)
         return session
+
+    def _merge_attributes(self, session: Session, request: AccountingRequest) -> None:
+        """Attributes known later (a Framed-IP-Address assigned after the Start...) fill the
+        record; the strings that repeat across sessions are shared, an equal value stays."""
+        if request.user_name is not None and session.user_name is None:
+            session.user_name = request.user_name
+        value = request.nas_port_id
+        if value is not None and value != session.nas_port_id:
+            session.nas_port_id = self.shared.share(value)
+        if request.nas_port_type is not None:
+            session.nas_port_type = request.nas_port_type
+        value = request.calling_station_id  # per device: seldom shared by sessions
+        if value is not None and value != session.calling_station_id:
+            session.calling_station_id = value
+        value = request.called_station_id
+        if value is not None and value != session.called_station_id:
+            session.called_station_id = self.shared.share(value)
+        value = request.framed_ip
+        if value is not None and value != session.framed_ip:
+            session.framed_ip = value
+        if request.interim_interval:
+            session.interim_interval = request.interim_interval
 
     def _merge(self, session: Session, request: AccountingRequest) -> bool:
         """Fill in what ``request`` knows; True when it brought the session's User-Name."""
         had_user_name = session.user_name is not None
-        _merge_attributes(session, request)
+        self._merge_attributes(session, request)
         if had_user_name or session.user_name is None:
             return False
         # the first packet had no User-Name: map the user now, as if it had
@@ -365,24 +415,6 @@ def _is_newer(session: Session, request: AccountingRequest) -> bool:
     if request.event_time != session.last_update:
         return request.event_time > session.last_update
     return (request.session_time or 0) > session.session_time
-
-
-def _merge_attributes(session: Session, request: AccountingRequest) -> None:
-    """Attributes known later (a Framed-IP-Address assigned after the Start...) fill the record."""
-    if request.user_name is not None and session.user_name is None:
-        session.user_name = request.user_name
-    if request.nas_port_id is not None:
-        session.nas_port_id = request.nas_port_id
-    if request.nas_port_type is not None:
-        session.nas_port_type = request.nas_port_type
-    if request.calling_station_id is not None:
-        session.calling_station_id = request.calling_station_id
-    if request.called_station_id is not None:
-        session.called_station_id = request.called_station_id
-    if request.framed_ip is not None:
-        session.framed_ip = request.framed_ip
-    if request.interim_interval:
-        session.interim_interval = request.interim_interval
 
 
 def _take_counters(session: Session, request: AccountingRequest) -> None:

@@ -131,6 +131,10 @@ class SessionIndex:
         sessions.sort(key=_start_key)
         return sessions
 
+    def one_of_user(self, user_id: int) -> Session | None:
+        """One online session of a user (the newest), or None: no list built."""
+        return self._by_user.get(user_id)
+
     def count_for_user(self, user_id: int) -> int:
         count = 0
         session = self._by_user.get(user_id)

@@ -690,3 +690,39 @@ def test_recovery_gives_open_sessions_a_full_interval() -> None:
     acct.restore(session, now=1_760_000_000.0)  # radtrack was down for a long time
     assert acct.expire(1_760_000_000.0 + 1799) == []
     assert len(acct.expire(1_760_000_000.0 + 1800)) == 1
+
+
+def fresh(text: str) -> str:
+    """An equal string that is a new object, as each decoded packet's are."""
+    return "".join(list(text))
+
+
+def test_sessions_share_repeated_strings_and_interims_keep_them() -> None:
+    accountant = Accountant(SessionIndex(), UserDirectory())
+    values = {"nas_port_id": "wg0", "called_station_id": "vpn.example.net"}
+    for n in range(3):
+        fields = {name: fresh(value) for name, value in values.items()}
+        accountant.handle(start(session_id=f"s{n}", user_name=fresh("12345"), **fields))
+    first, *others = accountant.index.for_user(12345)
+    assert len(others) == 2
+    for other in others:
+        for name in (*values, "user_name", "user_id"):
+            assert getattr(other, name) is getattr(first, name), name
+    # an Interim with equal values leaves the session's (shared) strings in place
+    accountant.handle(
+        packet(
+            StatusType.INTERIM_UPDATE,
+            T0 + 60,
+            session_id="s0",
+            calling_station_id=fresh("AA:BB"),
+            **{name: fresh(value) for name, value in values.items()},
+        )
+    )
+    session = next(s for s in accountant.index.for_user(12345) if s.session_id == "s0")
+    assert session.nas_port_id is first.nas_port_id
+    assert session.called_station_id is first.called_station_id
+    # a new value replaces the old one
+    accountant.handle(
+        packet(StatusType.INTERIM_UPDATE, T0 + 120, session_id="s0", nas_port_id="wg1")
+    )
+    assert session.nas_port_id == "wg1" and session.calling_station_id == "AA:BB"
