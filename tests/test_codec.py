@@ -829,6 +829,58 @@ def test_attribute_past_length_is_rejected_though_pyrad_truncates_it() -> None:
         codec.decode(data)
 
 
+def walked(data: bytes) -> codec.RawPacket | type[MalformedPacket]:
+    """decode() without the layouts it learned: the attribute walk itself."""
+    saved = dict(codec._LAYOUTS)
+    codec._LAYOUTS.clear()
+    try:
+        return codec.decode(data)
+    except MalformedPacket:
+        return MalformedPacket
+    finally:
+        codec._LAYOUTS.clear()
+        codec._LAYOUTS.update(saved)
+
+
+def decoded(data: bytes) -> codec.RawPacket | type[MalformedPacket]:
+    try:
+        packet = codec.decode(data)
+    except MalformedPacket:
+        return MalformedPacket
+    return packet._replace(kept=list(packet.kept))
+
+
+def _same_length_variants(rng: random.Random) -> list[bytes]:
+    """A valid request, then packets of the same Length: other values in the same places (the
+    layout fits), and one type or length octet changed (it does not)."""
+    data, _ = random_request(rng)
+    offsets = offsets_of(data)
+    variants = [data]
+    for _ in range(3):
+        body = bytearray(data)
+        for pos in offsets:
+            for at in range(pos + 2, pos + body[pos + 1]):
+                body[at] = rng.randrange(256)
+        variants.append(bytes(body))
+    for _ in range(3 if offsets else 0):
+        body = bytearray(data)
+        pos = rng.choice(offsets) + rng.randint(0, 1)
+        body[pos] = rng.randrange(256)
+        variants.append(bytes(body))
+    return variants
+
+
+@examples(300)
+@given(batches(_same_length_variants, size=2))
+def test_decoding_by_a_learned_layout_gives_what_the_walk_gives(cases: list[list[bytes]]) -> None:
+    """decode() remembers the layout of each Length and cuts values out at its offsets when a
+    packet's type and length octets match it; whatever matches or not, the result (or the
+    MalformedPacket) is the walk's."""
+    for variants in cases:
+        for data in variants + variants:  # the second round meets the layouts learned
+            assert decoded(data) == walked(data)
+
+
 # -- 3. octets past Length are padding (RFC 2866 §3) --------------------------------------------
 
 
