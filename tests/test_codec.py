@@ -548,6 +548,32 @@ def test_decode_keeps_interleaved_repeats_in_wire_order(attrs: list[tuple[int, b
     assert pyrad_view(packet.attributes) == pyrad_items(pyrad_decode(data))
 
 
+def test_the_nas_and_time_remembered_are_those_of_the_client_and_the_packet() -> None:
+    """request() remembers each NAS-IP-Address's identity and the last Event-Timestamp; a
+    second client sending the same NAS-IP-Address is a NAS of its own."""
+    decoder = codec.AccountingDecoder(DICT)
+
+    def request(client: str, timestamp: int, non_utf8: bool = False) -> AccountingRequest:
+        attrs = [
+            (codec.ACCT_STATUS_TYPE, struct.pack("!I", 3)),
+            (codec.ACCT_SESSION_ID, b"s\xff1" if non_utf8 else b"s1"),
+            (codec.NAS_IP_ADDRESS, bytes((192, 0, 2, 9))),
+            (codec.EVENT_TIMESTAMP, struct.pack("!I", timestamp)),
+        ]
+        packet = codec.decode(accounting_packet(attrs, b"s"))
+        result = decoder.request(packet, client, SOURCE_IP, NOW)
+        assert result is not None
+        return result
+
+    first, again = request("a", 100), request("a", 100)
+    other, later = request("b", 100), request("a", 101, non_utf8=True)
+    assert (first.nas_key, first.nas_ip, first.event_time) == ("a/192.0.2.9", "192.0.2.9", 100.0)
+    assert again.event_time is first.event_time and again.nas_key is first.nas_key
+    assert (other.nas_key, other.nas_name) == ("b/192.0.2.9", "b")
+    assert (later.nas_key, later.event_time) == ("a/192.0.2.9", 101.0)
+    assert later.session_id == "s\udcff1"  # the octet that is not UTF-8, as a lone surrogate
+
+
 def test_gigawords_make_64_bit_counters() -> None:
     attrs = [
         (codec.ACCT_STATUS_TYPE, struct.pack("!I", 2)),

@@ -384,6 +384,11 @@ _NOTHING_KEPT.append(False)
 _STATUS_TYPES = {status.value.to_bytes(4, "big"): status for status in StatusType}
 _SESSION_ID_OPTIONAL = (StatusType.ACCOUNTING_ON, StatusType.ACCOUNTING_OFF)
 _SHARED_MAX = 100_000
+_OCTETS = tuple(str(octet) for octet in range(256))
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
 
 
 class AccountingDecoder:
@@ -397,6 +402,11 @@ class AccountingDecoder:
         # strings repeated across sessions (NAS addresses, port types, Connect-Info) are shared
         # so a million sessions do not keep a million copies (docs/performance.md)
         self._shared: dict[str, str] = {}
+        # NAS-IP-Address as sent -> (client name, nas_key, nas_ip)
+        self._nases: dict[bytes, tuple[str, str, str]] = {}
+        # the last Event-Timestamp as sent, and its float (packets of one second share it)
+        self._timestamp_raw = b""
+        self._timestamp = 0.0
 
     @staticmethod
     def _names(dictionary: Dictionary, attribute: str) -> dict[bytes, str]:
@@ -410,6 +420,38 @@ class AccountingDecoder:
                 return text
             self._shared[text] = shared = text
         return shared
+
+    def _nas(
+        self,
+        nas_name: str,
+        source_ip: str,
+        nas_ip_raw: bytes | None,
+        nas_ipv6_raw: bytes | None,
+        nas_identifier_raw: bytes | None,
+    ) -> tuple[str, str]:
+        """(nas_key, nas_ip) of a request: the client's name plus NAS-IP-Address, else
+        NAS-IPv6-Address, else NAS-Identifier, else the source address. Remembered by
+        NAS-IP-Address (request() looks there first)."""
+        if nas_ip_raw is not None and len(nas_ip_raw) == 4:
+            nas_address: str | None = inet_ntoa(nas_ip_raw)
+        elif nas_ipv6_raw is not None and len(nas_ipv6_raw) == 16:
+            nas_address = inet_ntop(AF_INET6, nas_ipv6_raw)
+        else:
+            nas_address = None
+        if nas_address:
+            identity = nas_address
+        else:
+            identity = (
+                _text(nas_identifier_raw) if nas_identifier_raw is not None else None
+            ) or source_ip
+        shared = self._shared
+        text = f"{nas_name}/{identity}"
+        nas_key = shared.get(text) or self._share(text)
+        text = nas_address or source_ip
+        nas_ip = shared.get(text) or self._share(text)
+        if nas_ip_raw is not None and len(nas_ip_raw) == 4 and len(self._nases) < _SHARED_MAX:
+            self._nases[nas_ip_raw] = (nas_name, nas_key, nas_ip)
+        return nas_key, nas_ip
 
     def request(  # noqa: C901 - one line per attribute, read top to bottom
         self, packet: RawPacket, nas_name: str, source_ip: str, now: float
@@ -461,71 +503,78 @@ class AccountingDecoder:
             if len(status_raw) != 4:
                 raise MalformedPacket("Acct-Status-Type is not 4 octets")
             return None
-        if session_id_raw is not None:
-            session_id = session_id_raw.decode("utf-8", "surrogateescape")
-        elif status in _SESSION_ID_OPTIONAL:
-            session_id = ""
-        else:
+        if session_id_raw is None and status not in _SESSION_ID_OPTIONAL:
             raise MalformedPacket("no Acct-Session-Id")  # RFC 2866 §5.5: MUST be present
-        from_bytes = int.from_bytes
+        # text as UTF-8, octets that are not as lone surrogates ("surrogateescape"); the
+        # strict decoder gives the same for valid UTF-8, at less cost per call
+        try:
+            session_id = "" if session_id_raw is None else session_id_raw.decode()
+            user_name = None if user_name_raw is None else user_name_raw.decode()
+            nas_port_id = None if nas_port_id_raw is None else nas_port_id_raw.decode()
+            calling = None if calling_raw is None else calling_raw.decode()
+            called = None if called_raw is None else called_raw.decode()
+        except UnicodeDecodeError:
+            session_id = "" if session_id_raw is None else _text(session_id_raw)
+            user_name = None if user_name_raw is None else _text(user_name_raw)
+            nas_port_id = None if nas_port_id_raw is None else _text(nas_port_id_raw)
+            calling = None if calling_raw is None else _text(calling_raw)
+            called = None if called_raw is None else _text(called_raw)
+        from_bytes = int.from_bytes  # big-endian (network order) by default
         # RFC 2869 §5.3 Event-Timestamp; else arrival minus Acct-Delay-Time (RFC 2866 §5.2)
         if event_ts_raw is not None and len(event_ts_raw) == 4:
-            event_time = float(from_bytes(event_ts_raw, "big"))
+            if event_ts_raw == self._timestamp_raw:  # the same second as the packet before
+                event_time = self._timestamp
+            else:
+                event_time = self._timestamp = float(from_bytes(event_ts_raw))
+                self._timestamp_raw = event_ts_raw
         elif delay_raw is not None and len(delay_raw) == 4:
-            event_time = now - from_bytes(delay_raw, "big")
+            event_time = now - from_bytes(delay_raw)
         else:
             event_time = now
-        if nas_ip_raw is not None and len(nas_ip_raw) == 4:
-            nas_address: str | None = inet_ntoa(nas_ip_raw)
-        elif nas_ipv6_raw is not None and len(nas_ipv6_raw) == 16:
-            nas_address = inet_ntop(AF_INET6, nas_ipv6_raw)
+        known = self._nases.get(nas_ip_raw) if nas_ip_raw is not None else None
+        if known is not None and known[0] == nas_name:
+            nas_key, nas_ip = known[1], known[2]
         else:
-            nas_address = None
-        if nas_address:
-            identity = nas_address
-        else:
-            identity = (
-                nas_identifier_raw.decode("utf-8", "surrogateescape")
-                if nas_identifier_raw is not None
-                else None
-            ) or source_ip
-        shared = self._shared
-        text = f"{nas_name}/{identity}"
-        nas_key = shared.get(text) or self._share(text)
-        text = nas_address or source_ip
-        nas_ip = shared.get(text) or self._share(text)
+            nas_key, nas_ip = self._nas(
+                nas_name, source_ip, nas_ip_raw, nas_ipv6_raw, nas_identifier_raw
+            )
         if connect_info_raw is not None:
-            text = connect_info_raw.decode("utf-8", "surrogateescape")
-            connect_info: str | None = shared.get(text) or self._share(text)
+            text = _text(connect_info_raw)
+            connect_info: str | None = self._shared.get(text) or self._share(text)
         else:
             connect_info = None
         if nas_port_type_raw is not None:
             nas_port_type = self.port_types.get(nas_port_type_raw)
             if nas_port_type is None and len(nas_port_type_raw) == 4:
-                nas_port_type = str(from_bytes(nas_port_type_raw, "big"))
+                nas_port_type = str(from_bytes(nas_port_type_raw))
         else:
             nas_port_type = None
         if terminate_raw is not None:
             terminate = self.terminate_causes.get(terminate_raw)
             if terminate is None and len(terminate_raw) == 4:
-                terminate = str(from_bytes(terminate_raw, "big"))
+                terminate = str(from_bytes(terminate_raw))
         else:
             terminate = None
         if in_oct_raw is not None and len(in_oct_raw) == 4:
             # RFC 2869 §5.1-5.2: Gigawords count how often the 32-bit counter wrapped
-            low = from_bytes(in_oct_raw, "big")
+            low = from_bytes(in_oct_raw)
             if in_giga_raw is not None and len(in_giga_raw) == 4:
-                low += from_bytes(in_giga_raw, "big") << 32
+                low += from_bytes(in_giga_raw) << 32
             input_octets: int | None = low
         else:
             input_octets = None
         if out_oct_raw is not None and len(out_oct_raw) == 4:
-            low = from_bytes(out_oct_raw, "big")
+            low = from_bytes(out_oct_raw)
             if out_giga_raw is not None and len(out_giga_raw) == 4:
-                low += from_bytes(out_giga_raw, "big") << 32
+                low += from_bytes(out_giga_raw) << 32
             output_octets: int | None = low
         else:
             output_octets = None
+        if framed_ip_raw is not None and len(framed_ip_raw) == 4:
+            a, b, c, d = framed_ip_raw  # as inet_ntoa writes it, without its cost
+            framed_ip: str | None = f"{_OCTETS[a]}.{_OCTETS[b]}.{_OCTETS[c]}.{_OCTETS[d]}"
+        else:
+            framed_ip = None
         # tuple.__new__: NamedTuple's own __new__ and _make are Python functions, a frame each;
         # the field order is AccountingRequest's (tests/test_codec.py checks every field)
         return _new_tuple(
@@ -537,43 +586,29 @@ class AccountingDecoder:
                 nas_ip,
                 session_id,
                 event_time,
-                # user_name
-                user_name_raw.decode("utf-8", "surrogateescape")
-                if user_name_raw is not None
-                else None,
-                # class_hex
-                class_raw.hex() if class_raw is not None else None,
-                # nas_port_id
-                nas_port_id_raw.decode("utf-8", "surrogateescape")
-                if nas_port_id_raw is not None
-                else None,
+                user_name,
+                class_raw.hex() if class_raw is not None else None,  # class_hex
+                nas_port_id,
                 nas_port_type,
-                # calling_station_id
-                calling_raw.decode("utf-8", "surrogateescape") if calling_raw is not None else None,
-                # called_station_id
-                called_raw.decode("utf-8", "surrogateescape") if called_raw is not None else None,
-                # framed_ip
-                inet_ntoa(framed_ip_raw)
-                if framed_ip_raw is not None and len(framed_ip_raw) == 4
-                else None,
+                calling,  # calling_station_id
+                called,  # called_station_id
+                framed_ip,
                 connect_info,
                 # session_time
-                from_bytes(session_time_raw, "big")
+                from_bytes(session_time_raw)
                 if session_time_raw is not None and len(session_time_raw) == 4
                 else None,
                 input_octets,
                 output_octets,
                 # input_packets
-                from_bytes(in_pkt_raw, "big")
-                if in_pkt_raw is not None and len(in_pkt_raw) == 4
-                else None,
+                from_bytes(in_pkt_raw) if in_pkt_raw is not None and len(in_pkt_raw) == 4 else None,
                 # output_packets
-                from_bytes(out_pkt_raw, "big")
+                from_bytes(out_pkt_raw)
                 if out_pkt_raw is not None and len(out_pkt_raw) == 4
                 else None,
                 terminate,
                 # interim_interval
-                from_bytes(interim_raw, "big")
+                from_bytes(interim_raw)
                 if interim_raw is not None and len(interim_raw) == 4
                 else None,
                 now,  # received_at
