@@ -24,6 +24,10 @@ from radtrack.model import (
     session_key,
 )
 
+_new_tuple = tuple.__new__  # builds a NamedTuple in C (its own __new__ is a Python function)
+_INTERIM_UPDATE, _START, _STOP = StatusType.INTERIM_UPDATE, StatusType.START, StatusType.STOP
+_UPDATED = ChangeKind.UPDATED
+
 # Acct-Terminate-Cause recorded for sessions closed by Accounting-On/Off (as FreeRADIUS does)
 NAS_REBOOT = "NAS-Reboot"
 # Accounting-On/Off remembered per NAS, so that late packets of a session the reboot ended
@@ -79,15 +83,15 @@ class Accountant:
     # -- packets ---------------------------------------------------------------------------
     def handle(self, request: AccountingRequest) -> list[SessionChange]:
         status = request.status
-        if status is StatusType.INTERIM_UPDATE:
+        if status is _INTERIM_UPDATE:
             sid = session_key(request.nas_key, request.session_id, request.class_hex)
             session = self.index.find(sid)
             if session is not None and session.stop_time is None:
                 return self._update_online(session, request)  # the common case: no detour
             changes = self._interim(request, sid, session)
-        elif status is StatusType.START:
+        elif status is _START:
             changes = self._start(request)
-        elif status is StatusType.STOP:
+        elif status is _STOP:
             changes = self._stop(request)
         else:
             return self._nas_restart(request)
@@ -158,7 +162,7 @@ class Accountant:
             # columns change and the whole row is written
             self.index.set_user(session, self.users.resolve(session.user_name, session.class_hex))
             return [SessionChange(ChangeKind.UPDATED, session)]
-        return [SessionChange(ChangeKind.UPDATED, session, True)]  # counters only
+        return [_new_tuple(SessionChange, (_UPDATED, session, True))]  # counters only
 
     def _lookup(self, request: AccountingRequest) -> tuple[str, Session | None]:
         sid = session_key(request.nas_key, request.session_id, request.class_hex)

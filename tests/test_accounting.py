@@ -726,3 +726,26 @@ def test_sessions_share_repeated_strings_and_interims_keep_them() -> None:
         packet(StatusType.INTERIM_UPDATE, T0 + 120, session_id="s0", nas_port_id="wg1")
     )
     assert session.nas_port_id == "wg1" and session.calling_station_id == "AA:BB"
+
+
+def test_session_ids_are_the_blake2b_of_nas_session_and_class() -> None:
+    """Ids are stored: session_key (which reuses each NAS's hash state) must give what the
+    one-shot definition gives, for any text, lone surrogates included."""
+    import hashlib
+    import random
+
+    from radtrack.model import session_key
+
+    rng = random.Random(7)
+    for _ in range(2_000):
+        nas_key, session_id = (
+            "".join(chr(rng.choice((0x41, 0, 0xDCFF, 0xE9, 0x1F600))) for _ in range(n))
+            for n in (rng.randint(0, 4), rng.randint(0, 6))
+        )
+        class_hex = rng.choice((None, "", "6162"))
+        material = f"{nas_key}\x00{session_id}\x00{class_hex or ''}"
+        expected = hashlib.blake2b(
+            material.encode("utf-8", "surrogateescape"), digest_size=12
+        ).hexdigest()
+        assert session_key(nas_key, session_id, class_hex) == expected
+    assert session_key("edge/192.0.2.1", "s1", None) == session_key("edge/192.0.2.1", "s1", "")
