@@ -6,8 +6,9 @@ answered one gets the same reply again without touching the store. Bounded in si
 ``ttl`` seconds after they were answered.
 
 Every packet costs a lookup, a begin and an answer here, so the structure is plain: one dict from
-key to IN_FLIGHT or (expiry, reply), and a deque of (expiry, key) in the order replies were
-answered (which is expiry order: the ttl is the same for all) to drop them from the front.
+key to IN_FLIGHT or (expiry, reply), and two deques of expiries and keys in the order replies
+were answered (which is expiry order: the ttl is the same for all) to drop them from the front
+(two deques rather than one of (expiry, key) tuples: no tuple per answer for the GC to track).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ class ResponseCache:
         self.ttl = ttl
         self.capacity = capacity
         self._entries: dict[Key, tuple[float, bytes] | _InFlight] = {}
-        # (expiry, key) per answer, oldest first; an entry replaced or forgotten since leaves a
-        # record here that the sweep skips (its expiry no longer matches)
-        self._expiries: deque[tuple[float, Key]] = deque()
+        # the expiry and key of each answer, oldest first; an entry replaced or forgotten since
+        # leaves a record here that the sweep skips (its expiry no longer matches)
+        self._expiries: deque[float] = deque()
+        self._keys: deque[Key] = deque()
         self._answers = 0
 
     def __len__(self) -> int:
@@ -62,7 +64,8 @@ class ResponseCache:
         expiry = now + self.ttl
         entries = self._entries
         entries[key] = (expiry, reply)
-        self._expiries.append((expiry, key))
+        self._expiries.append(expiry)
+        self._keys.append(key)
         self._answers += 1
         if len(entries) > self.capacity or not self._answers % SWEEP_EVERY:
             self._evict(now)
@@ -76,11 +79,13 @@ class ResponseCache:
         over capacity. Packets in flight stay: the writer's queue bounds them."""
         entries = self._entries
         expiries = self._expiries
+        keys = self._keys
         while expiries:
-            expiry, key = expiries[0]
+            expiry = expiries[0]
             if expiry >= now and len(entries) <= self.capacity:
                 break
             expiries.popleft()
+            key = keys.popleft()
             entry = entries.get(key)
             if entry is not None and entry is not IN_FLIGHT and entry[0] == expiry:  # type: ignore[index]
                 del entries[key]
