@@ -27,6 +27,7 @@ from radtrack.model import (
 _new_tuple = tuple.__new__  # builds a NamedTuple in C (its own __new__ is a Python function)
 _INTERIM_UPDATE, _START, _STOP = StatusType.INTERIM_UPDATE, StatusType.START, StatusType.STOP
 _UPDATED = ChangeKind.UPDATED
+_RECENT_MASK = (1 << 17) - 1  # Accountant._recent: 131,072 slots (1 MiB)
 
 # Acct-Terminate-Cause recorded for sessions closed by Accounting-On/Off (as FreeRADIUS does)
 NAS_REBOOT = "NAS-Reboot"
@@ -79,14 +80,32 @@ class Accountant:
         # a decoded packet's strings are its own; a session keeps shared ones instead (memory:
         # docs/performance.md), and an Interim's equal value leaves the session's in place
         self.shared = SharedStrings()
+        # online sessions that sent an Interim lately, by hash of their Acct-Session-Id (a
+        # direct-mapped table: bounded, and a session closed leaves it, so it keeps nothing
+        # alive): their ids, without hashing per packet
+        self._recent: list[Session | None] = [None] * (_RECENT_MASK + 1)
 
     # -- packets ---------------------------------------------------------------------------
     def handle(self, request: AccountingRequest) -> list[SessionChange]:
         status = request.status
         if status is _INTERIM_UPDATE:
-            sid = session_key(request.nas_key, request.session_id, request.class_hex)
+            # the id of an online session that sent an Interim lately: its own (ids are a
+            # function of these three), without hashing again
+            session_id = request.session_id
+            slot = hash(session_id) & _RECENT_MASK
+            recent = self._recent[slot]
+            if (
+                recent is not None
+                and recent.session_id == session_id
+                and recent.nas_key == request.nas_key
+                and recent.class_hex == request.class_hex
+            ):
+                sid = recent.id
+            else:
+                sid = session_key(request.nas_key, session_id, request.class_hex)
             session = self.index.find(sid)
             if session is not None and session.stop_time is None:
+                self._recent[slot] = session
                 return self._update_online(session, request)  # the common case: no detour
             changes = self._interim(request, sid, session)
         elif status is _START:
@@ -294,7 +313,13 @@ class Accountant:
             return [SessionChange(ChangeKind.UPDATED, session)]
         self._finish(session, request)
         self.index.close(session)
+        self._forget_recent(session)
         return [SessionChange(ChangeKind.STOPPED, session)]
+
+    def _forget_recent(self, session: Session) -> None:
+        slot = hash(session.session_id) & _RECENT_MASK
+        if self._recent[slot] is session:
+            self._recent[slot] = None
 
     def _finish(self, session: Session, request: AccountingRequest) -> None:
         session.stop_time = request.event_time
@@ -319,6 +344,7 @@ class Accountant:
                 continue  # started after the reboot: not affected
             self._close_by_reboot(session, (request.event_time, reason))
             self.index.close(session)
+            self._forget_recent(session)
             changes.append(SessionChange(ChangeKind.STOPPED, session))
         return changes
 
@@ -403,6 +429,7 @@ class Accountant:
             session.stop_time = session.last_update  # the last moment it was known to be alive
             session.close_reason = CloseReason.STALE
             self.index.close(session)
+            self._forget_recent(session)
             changes.append(SessionChange(ChangeKind.STOPPED, session))
         if budget is None or self._scan_at >= len(self._scan):
             self._scan = []  # release the snapshot between passes
