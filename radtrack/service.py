@@ -27,6 +27,8 @@ from radtrack.transport import Address, UdpListener
 
 logger = logging.getLogger(__name__)
 
+_ACCOUNTING_REQUEST, _STATUS_SERVER = codec.ACCOUNTING_REQUEST, codec.STATUS_SERVER
+
 Subscriber = Callable[[Sequence[SessionChange]], None]
 # a packet accepted and submitted: (cache key, reply, monotonic time read, its changes, the
 # listener it came in on, the NAS's address); for the changes of expire(): (None, b"", 0.0,
@@ -172,8 +174,9 @@ class AccountingService:
         except MalformedPacket as exc:
             self._drop("malformed", peer, str(exc))
             return
-        if packet.code not in (codec.ACCOUNTING_REQUEST, codec.STATUS_SERVER):
-            self._drop("unexpected_code", peer, f"code {packet.code}")
+        code = packet.code
+        if code != _ACCOUNTING_REQUEST and code != _STATUS_SERVER:
+            self._drop("unexpected_code", peer, f"code {code}")
             return
         now = self.clock()
         key = (peer, addr[1], packet.identifier, packet.authenticator)
@@ -187,14 +190,10 @@ class AccountingService:
                 # reply when that commit completes
                 self._retransmitted.add(key)
             return
-        if not codec.verify_request(
-            packet,
-            client.secret,
-            require_message_authenticator=client.require_message_authenticator,
-        ):
+        if not codec.verify_request(packet, client.secret, client.require_message_authenticator):
             self._drop("bad_authenticator", peer, client.name)
             return
-        if packet.code == codec.STATUS_SERVER:
+        if code == _STATUS_SERVER:
             # RFC 5997 §3: answered with an Accounting-Response carrying a Message-Authenticator,
             # but only while radtrack can store what it would be sent
             if not self.writer.healthy:

@@ -270,7 +270,7 @@ def zeroed_message_authenticator(packet: RawPacket) -> bytes:
 
 
 def verify_request(
-    packet: RawPacket, secret: bytes, *, require_message_authenticator: bool = False
+    packet: RawPacket, secret: bytes, require_message_authenticator: bool = False
 ) -> bool:
     """Check a request's authenticators with the NAS's secret.
 
