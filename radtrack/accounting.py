@@ -126,54 +126,67 @@ class Accountant:
     def _update_online(self, session: Session, request: AccountingRequest) -> list[SessionChange]:
         """An Interim-Update of an online session (80 % of all packets): what ``_interim`` and
         ``handle`` do for it, written out in one function because it runs once per packet."""
-        event_time = request.event_time
+        # the fields as locals in one step: a NamedTuple's field access is a generic attribute
+        # lookup (not specialized), its [:] an exact tuple that unpacks in one instruction
+        (
+            _,
+            _,
+            _,
+            _,
+            _,
+            event_time,
+            user_name,
+            _,
+            nas_port_id,
+            nas_port_type,
+            calling_station_id,
+            called_station_id,
+            framed_ip,
+            _,
+            session_time,
+            input_octets,
+            output_octets,
+            input_packets,
+            output_packets,
+            _,
+            interim_interval,
+            received_at,
+        ) = request[:]
         last_update = session.last_update
         if event_time != last_update:
             if event_time < last_update:
                 return []  # a late Interim: keep the newer counters
-        elif (request.session_time or 0) <= session.session_time:
+        elif (session_time or 0) <= session.session_time:
             return []  # a duplicate Interim
         session.last_update = event_time
         # _merge_attributes; an equal value: the session's own (shared) one stays
-        value = request.user_name
-        learned_user = value is not None and session.user_name is None
+        learned_user = user_name is not None and session.user_name is None
         if learned_user:
-            session.user_name = value
-        value = request.nas_port_id
-        if value is not None and value != session.nas_port_id:
-            session.nas_port_id = self.shared.share(value)
-        value = request.nas_port_type
-        if value is not None:
-            session.nas_port_type = value
-        value = request.calling_station_id
-        if value is not None and value != session.calling_station_id:
-            session.calling_station_id = value
-        value = request.called_station_id
-        if value is not None and value != session.called_station_id:
-            session.called_station_id = self.shared.share(value)
-        value = request.framed_ip
-        if value is not None and value != session.framed_ip:
-            session.framed_ip = value
-        number = request.interim_interval
-        if number:
-            session.interim_interval = number
+            session.user_name = user_name
+        if nas_port_id is not None and nas_port_id != session.nas_port_id:
+            session.nas_port_id = self.shared.share(nas_port_id)
+        if nas_port_type is not None:
+            session.nas_port_type = nas_port_type
+        if calling_station_id is not None and calling_station_id != session.calling_station_id:
+            session.calling_station_id = calling_station_id
+        if called_station_id is not None and called_station_id != session.called_station_id:
+            session.called_station_id = self.shared.share(called_station_id)
+        if framed_ip is not None and framed_ip != session.framed_ip:
+            session.framed_ip = framed_ip
+        if interim_interval:
+            session.interim_interval = interim_interval
         # _take_counters
-        number = request.session_time
-        if number is not None:
-            session.session_time = number
-        number = request.input_octets
-        if number is not None:
-            session.input_octets = number
-        number = request.output_octets
-        if number is not None:
-            session.output_octets = number
-        number = request.input_packets
-        if number is not None:
-            session.input_packets = number
-        number = request.output_packets
-        if number is not None:
-            session.output_packets = number
-        seen = request.received_at or event_time
+        if session_time is not None:
+            session.session_time = session_time
+        if input_octets is not None:
+            session.input_octets = input_octets
+        if output_octets is not None:
+            session.output_octets = output_octets
+        if input_packets is not None:
+            session.input_packets = input_packets
+        if output_packets is not None:
+            session.output_packets = output_packets
+        seen = received_at or event_time
         if seen > session.last_seen:
             session.last_seen = seen
         if learned_user:
