@@ -204,7 +204,9 @@ class AccountingService:
                 codec.encode_reply(packet, client.secret, message_authenticator=True), addr
             )
             return
-        if self.writer.queued >= self.settings.queue_size:
+        queue_size = self.settings.queue_size
+        # every callback the writer holds is one of _submitted: the short list first
+        if len(self._submitted) >= queue_size and self.writer.queued >= queue_size:
             self._drop("queue_full", peer)  # unanswered: the NAS retransmits later
             return
         try:

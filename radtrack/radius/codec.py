@@ -213,8 +213,8 @@ def decode(data: bytes) -> RawPacket:
 # and lengths. When they match, the walk would have stepped through the same offsets to the
 # same end, so the result is the walk's. At most one per Length (4096).
 _Kept = tuple[bytes | None | Literal[False], ...]
-# (the mask of the type and length octets, their values under it, the kept values' cutter,
-# their arranger)
+# (the mask of the type and length octets, their values under it, the kept values' cutter
+# (in wire order), their arranger (into KEPT_ORDER))
 _Layout = tuple[
     int,
     int,
@@ -236,18 +236,24 @@ def _relearn() -> bool:
 def _learn(data: bytes, length: int) -> None:
     """Remember the layout of a packet decode() walked without error."""
     offsets: list[int] = []
-    first: dict[int, slice] = {}
+    first: dict[int, tuple[int, int]] = {}  # kept type -> (offset, end) of its first value
     pos = 20
     while pos < length:
         offsets += (pos, pos + 1)
         attr_type = data[pos]
         end = pos + data[pos + 1]
         if attr_type in KEPT_TYPES and attr_type not in first:
-            first[attr_type] = slice(pos + 2, end)
+            first[attr_type] = (pos + 2, end)
         pos = end
     if len(first) < 2:  # itemgetter returns a tuple from 2 items on; no layout needed anyway
         return
-    present = [attr_type for attr_type in KEPT_ORDER if attr_type in first]
+    # the kept values in wire order, cut by one struct format of skips and strings
+    present = sorted(first, key=first.__getitem__)
+    fmt, at = ["!"], 0
+    for attr_type in present:
+        start, end = first[attr_type]
+        fmt.append(f"{start - at}x{end - start}s")
+        at = end
     absent = len(present)
     mask = bytearray(length)
     for offset in offsets:
@@ -256,7 +262,7 @@ def _learn(data: bytes, length: int) -> None:
     _LAYOUTS[length] = (
         mask_number,
         int.from_bytes(data) & mask_number,
-        operator.itemgetter(*(first[attr_type] for attr_type in present)),
+        struct.Struct("".join(fmt)).unpack_from,
         operator.itemgetter(
             *(present.index(t) if t in first else absent for t in KEPT_ORDER), absent + 1
         ),
@@ -286,12 +292,12 @@ def verify_request(
     Message-Authenticator, when present, must be 16 octets, appear once and verify (RFC 2869
     §5.14, RFC 3579 §3.2); for accounting it is computed with a zero authenticator.
     """
-    data = packet.data
-    if packet.kept[_MA_SLOT] is None:  # the common case, in short
-        if packet.code == STATUS_SERVER or require_message_authenticator:
+    code, _, authenticator, data, kept = packet[:]  # an exact tuple: no attribute lookups
+    if kept[_MA_SLOT] is None:  # the common case, in short
+        if code == STATUS_SERVER or require_message_authenticator:
             return False
         expected = md5(b"".join((data[:4], ZERO_AUTH, data[20:], secret))).digest()
-        return hmac.compare_digest(expected, packet.authenticator)
+        return hmac.compare_digest(expected, authenticator)
     ma_values = packet.all(MESSAGE_AUTHENTICATOR)
     if len(ma_values) > 1 or (ma_values and len(ma_values[0]) != 16):
         return False
@@ -323,12 +329,13 @@ def encode_reply(
     (RFC 5997 §3), with 16 zero octets in a reply to an Accounting-Request (as FreeRADIUS and
     pyrad compute and check it).
     """
-    if request.kept[_PS_SLOT] is None and not message_authenticator:
+    _, identifier, authenticator, _, kept = request[:]  # an exact tuple: no attribute lookups
+    if kept[_PS_SLOT] is None and not message_authenticator:
         # the common case, no attributes: the header of each Identifier is made once
-        head = _BARE_REPLY_HEADS[request.identifier] if code == ACCOUNTING_RESPONSE else b""
+        head = _BARE_REPLY_HEADS[identifier] if code == ACCOUNTING_RESPONSE else b""
         if not head:
-            head = REPLY_HEAD.pack(code, request.identifier, 20)
-        return head + md5(b"".join((head, request.authenticator, secret))).digest()
+            head = REPLY_HEAD.pack(code, identifier, 20)
+        return head + md5(b"".join((head, authenticator, secret))).digest()
     attrs = b"".join(
         bytes((PROXY_STATE, len(value) + 2)) + value for value in request.all(PROXY_STATE)
     )
