@@ -11,7 +11,8 @@
    Accountant.restore) and times it.
 
 With --db PATH --only-db it only writes the database (used by bench/run_all.py's scaling runs);
-with --db PATH --recover-only it only times step 3 on a database written before.
+with --db PATH --recover-only it only times step 3 on a database written before, and with
+--reader-process as well it times an experiment: the SQLite fetch in a second process.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import argparse
 import gc
 import itertools
 import json
+import marshal
+import resource
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from radtrack.accounting import Accountant  # noqa: E402
 from radtrack.index import SessionIndex, UserDirectory  # noqa: E402
-from radtrack.model import AccountingRequest, StatusType  # noqa: E402
+from radtrack.model import AccountingRequest, Session, StatusType  # noqa: E402
 from radtrack.store import recovery  # noqa: E402
 from radtrack.store.schema import UPSERT_CHUNK, migrate, upsert_sessions  # noqa: E402
 
@@ -86,17 +90,66 @@ def write_db(path: Path, accountant: Accountant) -> float:
     return time.monotonic() - began
 
 
-def recover(db: Path) -> dict[str, object]:
-    """Step 3: the live state rebuilt from ``db`` as start-up does; RSS it adds and seconds."""
+# --reader-process: an experiment, not what start-up does. A second Python process runs the
+# open-sessions query and hands the rows over a pipe in marshal chunks; this one builds the
+# sessions from them with recovery's own loop. sqlite3 in Python 3.11 releases the GIL around
+# sqlite3_step and around every column's sqlite3_column_type, so a reader *thread* gets the GIL
+# back only every switch interval while the builder runs: only a process overlaps the fetch.
+_READER = """
+import marshal, sqlite3, sys
+conn = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True, isolation_level=None)
+conn.execute("BEGIN")
+cursor = conn.execute(sys.argv[2])
+out = sys.stdout.buffer
+while rows := cursor.fetchmany(2000):
+    blob = marshal.dumps(rows, 2)
+    out.write(len(blob).to_bytes(8, "little") + blob)
+out.flush()
+"""
+
+
+def _rows_from_reader(db: Path) -> Iterator[Session]:
+    select = f"{recovery._SELECT} NOT INDEXED WHERE stop_time IS NULL"
+    command = [sys.executable, "-I", "-S", "-c", _READER, str(db), select]
+    reader = subprocess.Popen(command, stdout=subprocess.PIPE)
+    assert reader.stdout is not None
+    read = reader.stdout.read
+
+    def chunks() -> Iterator[bytes]:
+        while header := read(8):
+            yield read(int.from_bytes(header, "little"))
+
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        rows = itertools.chain.from_iterable(map(marshal.loads, chunks()))
+        yield from recovery._Shared().sessions(rows)
+    finally:
+        reader.stdout.close()
+        if reader.wait() != 0:
+            raise RuntimeError(f"reader exited with status {reader.returncode}")
+        gc.freeze()
+        gc.unfreeze()
+        if collecting:
+            gc.enable()
+
+
+def recover(db: Path, reader_process: bool = False) -> dict[str, object]:
+    """Step 3: the live state rebuilt from ``db`` as start-up does; RSS it adds and seconds
+    (CPU: this process's, and with ``reader_process`` the reader's apart)."""
     gc.collect()
     before_recovery = rss_mb()
     began = time.monotonic()
     cpu = time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     restored = Accountant(SessionIndex(), UserDirectory())
-    for session in recovery.load_sessions(db, 0):
+    sessions = _rows_from_reader(db) if reader_process else recovery.load_sessions(db, 0)
+    for session in sessions:
         restored.restore(session)
     recovery_seconds = time.monotonic() - began
     cpu = time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    reader_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     gc.collect()
     after_recovery = rss_mb()
     n = len(restored.index)
@@ -105,6 +158,7 @@ def recover(db: Path) -> dict[str, object]:
         "bytes_per_session_recovered": round((after_recovery - before_recovery) * 2**20 / n),
         "recovery_seconds": round(recovery_seconds, 2),
         "recovery_cpu_seconds": round(cpu, 2),
+        **({"reader_cpu_seconds": round(reader_cpu, 2)} if reader_process else {}),
     }
 
 
@@ -114,12 +168,17 @@ def main() -> None:
     parser.add_argument("--db")
     parser.add_argument("--only-db", action="store_true")
     parser.add_argument("--recover-only", action="store_true")
+    parser.add_argument(
+        "--reader-process",
+        action="store_true",
+        help="with --recover-only: an experiment, the SQLite fetch in a second process",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.recover_only:
         if not args.db:
             parser.error("--recover-only needs --db")
-        result = recover(Path(args.db))
+        result = recover(Path(args.db), args.reader_process)
         print(json.dumps(result, indent=2) if args.json else result)
         return
     n = args.sessions
