@@ -191,7 +191,9 @@ class UdpListener:
         buffer = bytearray(data_at + sum(map(len, datas)))
         buffer[names_at:data_at] = b"".join(names)
         buffer[data_at:] = b"".join(datas)
-        view = (ctypes.c_char * len(buffer)).from_buffer(buffer)
+        # the buffer's address, through one c_char over its first octet (an array type of the
+        # buffer's length would be a new type per length, which ctypes caches for good)
+        view = ctypes.c_char.from_buffer(buffer)
         base = ctypes.addressof(view)
         header, iovec = _MMSGHDR.pack_into, _IOVEC.pack_into
         name_at, datum_at = base + names_at, base + data_at
