@@ -280,7 +280,9 @@ class Writer:
         completion callback that runs on the event loop after the commit that holds them (or a
         later one), and a reply the commit thread sends as soon as that commit is durable:
         ``ack = (sender, data, address)``; the commit thread hands each sender the replies of
-        a commit in one ``sender.send_many`` call."""
+        a commit in one ``sender.send_many`` call. Callbacks run in the order they were
+        submitted (the service keeps its own FIFO of submissions and relies on it), and a
+        failed commit calls exactly its own callbacks with ``False``."""
         if self._closing:
             raise StoreError("the writer is closed")
         whole, counters = journal.whole_row, journal.counters_row
