@@ -22,73 +22,87 @@ ANALYSIS = """
 ## Where the time goes, and what would close the gaps
 
 Method: per-thread CPU from `/proc/PID/task/*/stat` during the ingest run (the table above;
-threads are named), valgrind instruction counts of the event loop's path per packet
-(`bench/hotpath.py`; timings on this shared box swing 50-90 % between identical runs, instruction
-counts repeat within 0.3 %), `gc.callbacks` and a loop-lag probe for pauses, and timing lines in the
-commit thread for commit phases. The load generator shares the two cores (17-21 us a packet).
+threads are named), `perf record -g` of the daemon under load (kernel and C frames by thread),
+valgrind instruction counts of the event loop's path per packet (`bench/hotpath.py`; timings on
+this shared box swing 50-90 % between identical runs, instruction counts repeat within 0.3 %),
+`gc.callbacks` probes for pauses, and A/B runs that alternate two builds on the same load
+(`bench/run_all.py`'s `Radtrack` with `PYTHONPATH` pointing at a worktree). The load generator
+shares the two cores (17-21 us a packet).
 
 **What changed since the first measurement (5,973 packets/s, ack p99 169 ms, 896 bytes).**
-1. *Acknowledgement journal* (`radtrack/store/journal.py`). A commit used to upsert each changed
-   session in place: one random page and up to three index entries per packet, written to the WAL
-   and again at checkpoint (~80 us of writer CPU a packet). Now it appends whole snapshots to a
-   rowid table in `<store.path>.journal` (sequential pages) and acknowledges after that COMMIT; a
-   background thread at nice +10 folds the journal into `sessions` every 5 s in transactions of
-   10,000 rows (newest snapshot per session wins, sorted by id). Writer CPU 80 -> ~15-30 us a
-   packet (the fold's SQLite work, ~15-20 us a row, is off the acknowledgement path). At 1,000,000
-   sessions the acknowledgement path no longer touches random pages: ingest 1,984 -> ~9,000/s.
-2. *The commit thread sends the replies.* It commits back to back and sends each commit's
-   Accounting-Responses itself, then hands the bookkeeping to the event loop; before, a finished
-   commit waited for the loop to finish a batch of up to 256 datagrams (commit cycle 41 ms for a
-   16 ms commit).
-3. *The event loop's path*: 227,600 -> 135,900 instructions a packet (codec: one pass, values in a
-   slot list, CPython's own MD5, pre-hashed HMAC pads; a straight function for the Interim of an
-   online session; a plain-dict response cache; one callback per commit for the bookkeeping).
-   End to end 102-122 -> 60-68 us of loop-thread CPU a packet.
-4. *Garbage collection*: young generations of 50,000 objects paused the loop 36-48 ms every 2.5 s
-   at 5,000 packets/s; now 5,000 (3-5 ms) and a middle generation of 5 young ones (~15 ms).
+1. *Acknowledgement journal* (`radtrack/store/journal.py`). A commit appends to a rowid table in
+   `<store.path>.journal` (sequential pages) and acknowledges after that COMMIT; a background
+   thread at nice +10 folds the journal into `sessions` (newest row per session wins, sorted by id).
+   An Interim-Update appends only the id and the counters (13 values instead of 27: a journal
+   write costs ~3.7 us a row instead of ~8.7). Folds commit without an fsync
+   (`synchronous=NORMAL` on the main database) and run every 10 s in 50,000-row transactions;
+   journal rows are deleted only behind a completed checkpoint, which syncs the database file.
+   Fold CPU 24-27 -> 13-17 us a packet.
+2. *The commit thread sends the replies*, all of a commit's in one `sendmmsg(2)` call (ctypes):
+   one sendto per reply released and retook the GIL each time, and every retake waited for the
+   busy event loop (`perf`: GIL condition-variable wake-ups were ~10 % of the commit thread).
+3. *The event loop's path*: 227,600 -> 135,900 (previous session) -> 98,500 instructions a packet.
+   The decoder learns each packet length's layout (type and length octets) and cuts the values of
+   a matching packet out with one struct format instead of walking the attributes (a hypothesis
+   test checks it against the walk, and the walk against pyrad); Interims of known sessions take
+   the id from a table instead of hashing; one bound callback and a FIFO of submissions instead of
+   a partial per packet; `SessionChange` a NamedTuple; the NAS's BLAKE2b state copied.
+4. *Garbage collection*: thresholds 2,000 / 2 / 1,000 (young pauses ~3 ms, middle ~10 ms, the same
+   GC time in all as 5,000 / 5); fewer GC-tracked tuples per packet (two deques in the response
+   cache).
 
-**Ingest (target 1).** Met against FreeRADIUS (>= 4x); not met in absolute terms. Throughput
-here depends on what else runs on the two cores: three runs of this step on the final code or
-close to it, the same hour, measured 7,730, 8,854 and 11,649 packets/s (FreeRADIUS sqltuned4
-1,381-1,746 in the same runs: 5.1-8.4x), none lost. Per packet,
-the event loop spends ~60 us, the commit thread ~15-30 us (Python binds 27 values a row and sends
-the reply; the rest is SQLite and the fsync, fewer rows per commit cost more each), the fold ~15
-us, the load generator ~20 us: ~120 us of CPU on two cores, and the loop's and the commit thread's
-Python share one GIL. Closing the rest: the commit thread's binding and sends in a process of its
-own fed packed rows (no GIL shared with the loop), journal rows of counters only for Interims (14
-values instead of 27), and the attribute walk in C behind the same differential tests against
-pyrad (the loop's remaining 136k instructions: decode ~25 %, state machine ~20 %, MD5 ~10 %).
+**Ingest (target 1).** Met against FreeRADIUS (>= 4x); not met in absolute terms. Per packet
+in this run the event loop spent 64 us, the commit thread 30 us, the fold 14 us, and the load
+generator ~17 us: ~125 us of CPU on two cores, so ~16,000/s would be the ceiling with both cores
+fully used, and the loop's and the commit thread's Python share one GIL. The loop's 98,500
+instructions a packet measured in `bench/hotpath.py` do not all show in the daemon: there a third
+of the packets create a session (the generator starts mid-session over 100,000 places), and each
+datagram costs a `recvfrom` and its share of wake-ups (`perf`: ~23 % of the loop thread is in the
+kernel). The commit thread's CPU is mostly the kernel's: UDP sends (the generator's receive path
+runs there on loopback), WAL writes and the fsync, ~250-500 us per commit. Closing the rest: the
+attribute walk and the state machine's hot path in C behind the same differential tests
+(`recvmmsg` for intake), or the commit thread in a process of its own fed packed rows.
 
-**Acknowledgement latency (target 2).** The median is a few ms; the tail comes from moments when
-the small journal fsync waits behind the fold's and the checkpoint's writes on the same disk
-(timing lines: 3-row commits of 34-100 ms during a fold), and from garbage collection pauses.
-Folding in 10,000-row transactions cut the p99 (574 -> 140-324 ms in back-to-back runs). What
-would close it: the main database at `synchronous = NORMAL` with the journal trimmed only up to
-what a completed checkpoint made durable (no fsync per fold), checkpoints paced in small steps,
-and the journal on its own device where an operator has one.
+**Acknowledgement latency (target 2).** p50 2.4 ms, p99 50.3 ms in this run; alternating A/B runs
+the same hour gave 40.7, 47.9 and 51.0 ms for this code against 58.6, 65.3 and 67.9 ms for the
+code at the start of the session: at the target, not reliably under it. The tail comes from the
+moments when the journal's small fsync waits behind the checkpoint's writes of the main database
+(tens of MB after each fold) on the same disk, and from GC pauses. What would close it: paced
+checkpoints (the WAL and the database file written back with `sync_file_range` in small steps
+before SQLite's own fsync), or the journal on a device of its own where an operator has one.
 
-**Queries beside ingest (3b).** getOnlineSessions costs ~0.3 ms; its p99 beside 5,000 packets/s is
-set by event-loop pauses: garbage collection (now ~15 ms at most; p99 63 -> 28-55 ms across runs)
-and the commit bookkeeping. A query path in its own thread or process reading a shared index, or
-fewer GC-tracked objects per session, would close it.
+**Queries beside ingest (3b).** getOnlineSessions costs ~0.3 ms; its p99 beside 5,000 packets/s
+(33.9 ms here, 22-33 ms in the A/B runs, 28-55 ms last session) is set by event-loop pauses:
+middle-generation GC (~10 ms), a UDP batch after a pause (up to 256 datagrams, ~11 ms), and the
+commit bookkeeping. A smaller UDP batch would shorten the second but must be checked against 3c;
+a query path off the ingest loop would close it but the product runs GraphQL on the ingest loop
+by design.
 
-**GraphQL saturation (3c).** No packet is lost or dropped, but with 64 connections keeping the
-one event loop busy, datagrams wait in the socket buffer until the loop reads them (ack p99 0.5-1.7
-s across runs): the same fix as for 3b, a query path off the ingest loop, would bound it.
+**GraphQL saturation (3c).** No packet lost or dropped; ingest ack p99 under 64 saturating
+connections fell to ~390 ms (0.5-1.7 s last session) with the cheaper loop path.
 
-**Memory and recovery (4a met for recovered sessions, 4b).** A user's sessions are chained through
-the Session (`next_of_user`) instead of a list per user; recovery shares repeated values (NAS
-columns, port ids, Calling-Station-Ids, equal timestamps) through per-kind tables, fetches the ten
-repeating columns as one JSON array per row decoded once per distinct value, pauses the cyclic GC
-while it loads and hands the sessions to the oldest generation: 896 -> ~690 bytes a session,
-recovery 16-19 -> 8-10 s for 1,000,000 sessions (7.4-8.0 s on a quiet box with `bench/memory.py --db
-m1m.db --recover-only`, 9-10 s with other work running). Sessions built by ingest in a running
-daemon take more (871 bytes a session: each packet's strings are its own copies); the codec could
-share Called-Station-Id and NAS-Port-Id values as it shares Connect-Info, and the accounting core
-keep an equal existing value instead of the packet's copy. The rest of recovery is SQLite's row
-fetch and one Python object per session in one thread; closing: a compact on-disk snapshot of the
-live set (one blob per NAS, written by the fold) read at start-up instead of 1,000,000 rows, or a C
-row decoder."""
+**Memory and recovery (4a met, 4b not met).** Recovered sessions take ~694 bytes, and sessions
+built by ingest now ~710 (871 before): the accounting core shares NAS-Port-Id and
+Called-Station-Id values through a bounded table, the user's name and id from the user's other
+session, and keeps an equal existing value instead of an Interim's fresh copy. Recovery of
+1,000,000 sessions took 10.4 s in `bench/memory.py` here (7.4-10 s across sessions, depending on
+the box's load); the daemon itself, started on a database of 1,000,000 sessions in the scaling
+step, was ready 8.55 s after its process started.
+Profile (perf and timing of each part, ~10-12 s of CPU in all): SQLite's row fetch ~4-5.5 s
+(Python 3.11's sqlite3 releases and retakes the GIL around every column), shared-value lookups
+~1.3 s (65,536 distinct Calling-Station-Ids do not fit in cache), index inserts ~2-2.5 s (cache
+misses), building the objects ~1 s. Tried without gain: a reader thread (the per-column GIL
+release starves it), whole chunks as one JSON text (slower, and floats lose digits), packed
+columns, `mmap_size`. A reader process (`bench/memory.py --recover-only --reader-process`) cuts
+the main process's CPU by ~20 % but is slower whenever the other core is busy. Closing: a compact
+snapshot of the live set (one blob per NAS, written by the fold) read at start-up instead of
+1,000,000 rows, or a C row decoder.
+
+Commands: the whole table `python3 bench/run_all.py`; the loop's instructions `valgrind
+--tool=cachegrind --cache-sim=no python3 bench/hotpath.py --runs 1 --packets N` (N = 5,000 and
+20,000, the difference over 15,000); recovery alone `python3 bench/memory.py --db m1m.db
+--only-db` then `--recover-only`; GC collections per 1,000 packets `python3 bench/hotpath.py
+--runs 3 --packets 50000`."""
 
 
 def _ok(good: bool) -> str:
