@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 from radtrack.errors import StoreError
 from radtrack.model import SessionChange
-from radtrack.store import journal
+from radtrack.store import journal, writeback
 from radtrack.store.schema import migrate
 
 logger = logging.getLogger(__name__)
@@ -250,8 +250,7 @@ class Writer:
             # folds need no fsync of their own: the journal keeps their rows until a completed
             # checkpoint has synced the database file (see _trim_to), so a fold's tens of MB
             # reach the disk at checkpoints, not in the way of every acknowledgement's fsync
-            synchronous = "OFF" if self.synchronous.upper() == "OFF" else "NORMAL"
-            conn.execute(f"PRAGMA synchronous = {synchronous}")
+            conn.execute(f"PRAGMA synchronous = {self._main_synchronous}")
             # folds update rows all over the table: keep its pages in memory
             conn.execute(f"PRAGMA cache_size = -{self.cache_mb * 1024}")
             conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -579,11 +578,31 @@ class Writer:
             self._kick()
         return complete
 
+    @property
+    def _main_synchronous(self) -> str:
+        return "OFF" if self.synchronous.upper() == "OFF" else "NORMAL"
+
     def _checkpoint(self) -> bool:
         main = self._main
         if main is None:
             return False
-        busy, frames, copied = main.execute("PRAGMA main.wal_checkpoint(PASSIVE)").fetchone()
+        if self._main_synchronous == "OFF":
+            busy, frames, copied = main.execute("PRAGMA main.wal_checkpoint(PASSIVE)").fetchone()
+        else:
+            # the syncs synchronous=NORMAL makes around a checkpoint (the WAL before it, the
+            # database file after it), done here with the pages written back in slices
+            # (store/writeback.py). Nothing writes the database between them: folds and
+            # statements run on this thread too.
+            wal = self.path.with_name(self.path.name + "-wal")
+            main.execute("PRAGMA synchronous = OFF")
+            try:
+                writeback.write_back(wal)
+                busy, frames, copied = main.execute(
+                    "PRAGMA main.wal_checkpoint(PASSIVE)"
+                ).fetchone()
+                writeback.write_back(self.path)
+            finally:
+                main.execute(f"PRAGMA synchronous = {self._main_synchronous}")
         conn = sqlite3.connect(journal.journal_path(self.path), isolation_level=None, timeout=0.1)
         try:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
