@@ -51,10 +51,11 @@ shares the two cores (17-21 us a packet).
    GC time in all as 5,000 / 5); fewer GC-tracked tuples per packet (two deques in the response
    cache).
 
-**Ingest (target 1).** Met against FreeRADIUS (>= 4x); not met in absolute terms. Per packet
-in this run the event loop spent 64 us, the commit thread 30 us, the fold 14 us, and the load
-generator ~17 us: ~125 us of CPU on two cores, so ~16,000/s would be the ceiling with both cores
-fully used, and the loop's and the commit thread's Python share one GIL. The loop's 98,500
+**Ingest (target 1).** Met against FreeRADIUS (>= 4x); not met in absolute terms (13,076/s in
+this run, 11,332/s in the run an hour before; 8,854/s at the end of the previous session). Per
+packet in this run the event loop spent 56 us, the commit thread 26 us, the fold 14 us, and the
+load generator ~17 us: ~113 us of CPU on two cores, so ~17,500/s would be the ceiling with both
+cores fully used, and the loop's and the commit thread's Python share one GIL. The loop's 98,500
 instructions a packet measured in `bench/hotpath.py` do not all show in the daemon: there a third
 of the packets create a session (the generator starts mid-session over 100,000 places), and each
 datagram costs a `recvfrom` and its share of wake-ups (`perf`: ~23 % of the loop thread is in the
@@ -63,31 +64,35 @@ runs there on loopback), WAL writes and the fsync, ~250-500 us per commit. Closi
 attribute walk and the state machine's hot path in C behind the same differential tests
 (`recvmmsg` for intake), or the commit thread in a process of its own fed packed rows.
 
-**Acknowledgement latency (target 2).** p50 2.4 ms, p99 50.3 ms in this run; alternating A/B runs
-the same hour gave 40.7, 47.9 and 51.0 ms for this code against 58.6, 65.3 and 67.9 ms for the
-code at the start of the session: at the target, not reliably under it. The tail comes from the
-moments when the journal's small fsync waits behind the checkpoint's writes of the main database
-(tens of MB after each fold) on the same disk, and from GC pauses. What would close it: paced
-checkpoints (the WAL and the database file written back with `sync_file_range` in small steps
-before SQLite's own fsync), or the journal on a device of its own where an operator has one.
+**Acknowledgement latency (target 2, met).** p50 2.2 ms, p99 16.6 ms in this run (64 ms at the
+end of the previous session). The tail came from the checkpoints: after each fold, SQLite synced
+tens of MB of the main database at once and the journal's small fsync queued behind them
+(alternating A/B runs at 5,000 packets/s: p99 37-45 ms with checkpoints, 11-13 ms with them
+turned off). The fold thread now makes those syncs itself (`radtrack/store/writeback.py`): the
+WAL and then the database file written back with `sync_file_range(2)` in 1 MB slices, 2 ms apart,
+then fdatasync, with the PASSIVE checkpoint in between at `synchronous=OFF` (nothing else writes
+the database: folds run on the same thread). A/B: 42.5 and 43.3 ms before, 18.1 and 22.2 ms
+after. Before that, folds without an fsync of their own and counters-only rows took it from 58-68
+to 41-51 ms.
 
 **Queries beside ingest (3b).** getOnlineSessions costs ~0.3 ms; its p99 beside 5,000 packets/s
-(33.9 ms here, 22-33 ms in the A/B runs, 28-55 ms last session) is set by event-loop pauses:
-middle-generation GC (~10 ms), a UDP batch after a pause (up to 256 datagrams, ~11 ms), and the
-commit bookkeeping. A smaller UDP batch would shorten the second but must be checked against 3c;
-a query path off the ingest loop would close it but the product runs GraphQL on the ingest loop
-by design.
+(35.0 ms here, 33.9 ms an hour before, 22-33 ms in the A/B runs, 28-55 ms last session) is
+set by event-loop pauses: middle-generation GC (~10 ms), a UDP batch after a pause (up to 256
+datagrams, ~11 ms), and the commit bookkeeping. A smaller UDP batch would shorten the second
+but must be checked against 3c; a query path off the ingest loop would close it, but the product
+runs GraphQL on the ingest loop by design.
 
 **GraphQL saturation (3c).** No packet lost or dropped; ingest ack p99 under 64 saturating
-connections fell to ~390 ms (0.5-1.7 s last session) with the cheaper loop path.
+connections fell to 92-389 ms (0.5-1.7 s last session) with the cheaper loop path.
 
 **Memory and recovery (4a met, 4b not met).** Recovered sessions take ~694 bytes, and sessions
 built by ingest now ~710 (871 before): the accounting core shares NAS-Port-Id and
 Called-Station-Id values through a bounded table, the user's name and id from the user's other
 session, and keeps an equal existing value instead of an Interim's fresh copy. Recovery of
-1,000,000 sessions took 10.4 s in `bench/memory.py` here (7.4-10 s across sessions, depending on
-the box's load); the daemon itself, started on a database of 1,000,000 sessions in the scaling
-step, was ready 8.55 s after its process started.
+1,000,000 sessions took 11.6 s in `bench/memory.py` here and 10.4 s an hour before (7.4-10 s
+across sessions, depending on the box's load); the daemon itself, started on a database of
+1,000,000 sessions in the scaling step, was ready 8.55 s after its process started in the
+earlier run and 13.1 s in this one.
 Profile (perf and timing of each part, ~10-12 s of CPU in all): SQLite's row fetch ~4-5.5 s
 (Python 3.11's sqlite3 releases and retakes the GIL around every column), shared-value lookups
 ~1.3 s (65,536 distinct Calling-Station-Ids do not fit in cache), index inserts ~2-2.5 s (cache
