@@ -72,10 +72,9 @@ _INSERT = f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) VALUES "
 _SET_ALL = "ON CONFLICT (id) DO UPDATE SET " + ", ".join(
     f"{c} = excluded.{c}" for c in SESSION_COLUMNS[1:]
 )
-UPSERT_SESSION = f"{_INSERT}{_ROW} {_SET_ALL}"
 
-# An Interim-Update changes no indexed column: updating only these keeps every index untouched
-# (a full upsert rewrites three index entries per row; docs/performance.md)
+# An Interim-Update changes no indexed column: its journal row holds only these, and the fold
+# updates only these, which keeps every index untouched (store/journal.py)
 COUNTER_COLUMNS = (
     "last_update",
     "input_octets",
@@ -92,8 +91,8 @@ COUNTER_COLUMNS = (
 )
 
 
-# Rows per multi-row upsert: one sqlite3_step for the lot, so the writer thread takes the GIL
-# once per statement instead of once per row (26 columns x 256 rows < SQLite's 32,766 variables)
+# Rows per multi-row upsert (tools and tests that write sessions directly): one sqlite3_step for
+# the lot (26 columns x 256 rows < SQLite's 32,766 variables)
 UPSERT_CHUNK = 256
 
 
@@ -103,24 +102,8 @@ def upsert_sessions(rows: int) -> str:
     return f"{_INSERT}{', '.join([_ROW] * rows)} {_SET_ALL}"
 
 
-# Positions in a Session.row() of the columns an Interim-Update changes, after the id
+# Positions in a Session.row() of the columns an Interim-Update changes (journal.merge)
 COUNTER_INDEXES = tuple(SESSION_COLUMNS.index(c) for c in COUNTER_COLUMNS)
-_COUNTER_ROW = f"({', '.join('?' for _ in range(len(COUNTER_COLUMNS) + 1))})"
-
-
-@functools.lru_cache(maxsize=64)
-def update_counters(rows: int) -> str:
-    """A multi-row UPDATE ... FROM (VALUES ...) of the counter columns of ``rows`` sessions that
-    exist already; ~4x cheaper per row than an upsert (docs/performance.md)."""
-    names = ", ".join(("id", *COUNTER_COLUMNS))
-    return (
-        f"WITH v({names}) AS (VALUES {', '.join([_COUNTER_ROW] * rows)}) "
-        "UPDATE sessions SET "
-        + ", ".join(f"{c} = v.{c}" for c in COUNTER_COLUMNS)
-        + " FROM v WHERE sessions.id = v.id"
-    )
-
-
 FREE_USERNAME = "UPDATE users SET username = NULL WHERE username = ? AND user_id != ?"
 
 UPSERT_USER = (
