@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from radtrack.store import writeback
 
 
-def test_a_file_written_back_in_slices_keeps_every_byte(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sliced", [True, False], ids=["sync_file_range", "fsync-only"])
+def test_a_file_written_back_in_slices_keeps_every_byte(
+    tmp_path: Path, sliced: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not sliced:  # a C library without sync_file_range: one fdatasync does it all
+        monkeypatch.setattr(writeback, "_sync_file_range", None)
     path = tmp_path / "big.bin"
     data = os.urandom(3 * 1024 * 1024 + 123)  # not a whole number of slices
     path.write_bytes(data)
