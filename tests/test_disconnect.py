@@ -261,8 +261,9 @@ def test_ipv6_nas_and_unknown_attributes_are_left_out() -> None:
 
 
 def test_session_id_goes_back_as_the_octets_the_nas_sent() -> None:
-    raw_id = b"\xff\xfe-id"  # not UTF-8; the codec decodes it with surrogateescape
-    session = make_session(session_id=raw_id.decode("utf-8", "surrogateescape"))
+    raw_id = b"\xff\xfe-id\x00"  # not UTF-8, and a NUL: the codec keeps them escaped
+    session = make_session(session_id=codec.text(raw_id))
+    assert session.session_id == "\\xff\\xfe-id\\x00"
     packet = codec.decode(encode_request(1, SECRET, request_attributes(session, EVENT_TIME)))
     assert packet.first(codec.ACCT_SESSION_ID) == raw_id
 

@@ -16,6 +16,7 @@ import hmac
 import importlib
 import itertools
 import operator
+import re
 import struct
 from collections.abc import Callable, Sequence
 from socket import AF_INET6, inet_ntoa, inet_ntop
@@ -400,8 +401,44 @@ _SHARED_MAX = 100_000
 _OCTETS = tuple(str(octet) for octet in range(256))
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
+# RFC 2869 §5.1-5.2 Gigawords make 64-bit counters; SQLite and PostgreSQL integers are signed
+# 64-bit, so a counter past 2**63 - 1 octets (Gigawords >= 2**31: 9.2 EB) is kept at that value
+MAX_COUNTER = (1 << 63) - 1
+
+
+def text(raw: bytes) -> str:
+    """An attribute of type text as the string every layer keeps (docs/reliability.md).
+
+    RFC 2865 §5 says text is UTF-8, and most NASes send it; for the ones that do not (a latin-1
+    Connect-Info, binary octets in a Calling-Station-Id) each octet that is not part of valid
+    UTF-8 is kept as the four characters ``\\xNN``, and so is NUL (valid UTF-8, but PostgreSQL
+    text cannot hold it): the result is always valid UTF-8 without NUL, so the journal, SQLite,
+    the API and the dashboard can all take it, and ``octets(text(raw)) == raw`` gives back what
+    the NAS sent (a Disconnect-Request names the session as the NAS knows it)."""
+    try:
+        value = raw.decode()
+    except UnicodeDecodeError:
+        return _escaped(raw)
+    return _escaped(raw) if "\0" in value else value
+
+
+def _escaped(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace").replace("\0", "\\x00")
+
+
+# what text() writes for an octet it escapes: NUL, or one that is not valid UTF-8 (0x80-0xff)
+_ESCAPE = re.compile(r"\\x(00|[89a-f][0-9a-f])")
+
+
+def octets(value: str) -> bytes:
+    """The octets a NAS sent for a string ``text`` made (its ``\\xNN`` escapes undone)."""
+    if "\\x" not in value:
+        return value.encode()
+    parts = _ESCAPE.split(value)  # text, hex, text, hex, ..., text
+    out = bytearray()
+    for at, part in enumerate(parts):
+        out += bytes.fromhex(part) if at % 2 else part.encode()
+    return bytes(out)
 
 
 class AccountingDecoder:
@@ -455,13 +492,13 @@ class AccountingDecoder:
             identity = nas_address
         else:
             identity = (
-                _text(nas_identifier_raw) if nas_identifier_raw is not None else None
+                text(nas_identifier_raw) if nas_identifier_raw is not None else None
             ) or source_ip
         shared = self._shared
-        text = f"{nas_name}/{identity}"
-        nas_key = shared.get(text) or self._share(text)
-        text = nas_address or source_ip
-        nas_ip = shared.get(text) or self._share(text)
+        value = f"{nas_name}/{identity}"
+        nas_key = shared.get(value) or self._share(value)
+        value = nas_address or source_ip
+        nas_ip = shared.get(value) or self._share(value)
         if nas_ip_raw is not None and len(nas_ip_raw) == 4 and len(self._nases) < _SHARED_MAX:
             self._nases[nas_ip_raw] = (nas_name, nas_key, nas_ip)
         return nas_key, nas_ip
@@ -518,20 +555,29 @@ class AccountingDecoder:
             return None
         if session_id_raw is None and status not in _SESSION_ID_OPTIONAL:
             raise MalformedPacket("no Acct-Session-Id")  # RFC 2866 §5.5: MUST be present
-        # text as UTF-8, octets that are not as lone surrogates ("surrogateescape"); the
-        # strict decoder gives the same for valid UTF-8, at less cost per call
+        # text() for each, in short for the packets that are valid UTF-8 without NUL (all but
+        # a misconfigured NAS's): the strict decoder, and a NUL check
         try:
             session_id = "" if session_id_raw is None else session_id_raw.decode()
             user_name = None if user_name_raw is None else user_name_raw.decode()
             nas_port_id = None if nas_port_id_raw is None else nas_port_id_raw.decode()
             calling = None if calling_raw is None else calling_raw.decode()
             called = None if called_raw is None else called_raw.decode()
+            plain = not (
+                "\0" in session_id
+                or (user_name is not None and "\0" in user_name)
+                or (nas_port_id is not None and "\0" in nas_port_id)
+                or (calling is not None and "\0" in calling)
+                or (called is not None and "\0" in called)
+            )
         except UnicodeDecodeError:
-            session_id = "" if session_id_raw is None else _text(session_id_raw)
-            user_name = None if user_name_raw is None else _text(user_name_raw)
-            nas_port_id = None if nas_port_id_raw is None else _text(nas_port_id_raw)
-            calling = None if calling_raw is None else _text(calling_raw)
-            called = None if called_raw is None else _text(called_raw)
+            plain = False
+        if not plain:
+            session_id = "" if session_id_raw is None else text(session_id_raw)
+            user_name = None if user_name_raw is None else text(user_name_raw)
+            nas_port_id = None if nas_port_id_raw is None else text(nas_port_id_raw)
+            calling = None if calling_raw is None else text(calling_raw)
+            called = None if called_raw is None else text(called_raw)
         from_bytes = int.from_bytes  # big-endian (network order) by default
         # RFC 2869 §5.3 Event-Timestamp; else arrival minus Acct-Delay-Time (RFC 2866 §5.2)
         if event_ts_raw is not None and len(event_ts_raw) == 4:
@@ -552,8 +598,8 @@ class AccountingDecoder:
                 nas_name, source_ip, nas_ip_raw, nas_ipv6_raw, nas_identifier_raw
             )
         if connect_info_raw is not None:
-            text = _text(connect_info_raw)
-            connect_info: str | None = self._shared.get(text) or self._share(text)
+            value = text(connect_info_raw)
+            connect_info: str | None = self._shared.get(value) or self._share(value)
         else:
             connect_info = None
         if nas_port_type_raw is not None:
@@ -573,6 +619,8 @@ class AccountingDecoder:
             low = from_bytes(in_oct_raw)
             if in_giga_raw is not None and len(in_giga_raw) == 4:
                 low += from_bytes(in_giga_raw) << 32
+                if low > MAX_COUNTER:
+                    low = MAX_COUNTER
             input_octets: int | None = low
         else:
             input_octets = None
@@ -580,6 +628,8 @@ class AccountingDecoder:
             low = from_bytes(out_oct_raw)
             if out_giga_raw is not None and len(out_giga_raw) == 4:
                 low += from_bytes(out_giga_raw) << 32
+                if low > MAX_COUNTER:
+                    low = MAX_COUNTER
             output_octets: int | None = low
         else:
             output_octets = None

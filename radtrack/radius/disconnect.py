@@ -44,6 +44,7 @@ from radtrack.radius.codec import (
     ZERO_AUTH,
     RawPacket,
     decode,
+    octets,
     zeroed_message_authenticator,
 )
 
@@ -78,9 +79,9 @@ class DisconnectResult:
 
 
 def _text_value(name: str, text: str) -> bytes:
-    # surrogateescape gives back the exact octets the NAS sent (the codec decodes that way), so
-    # a non-UTF-8 Acct-Session-Id still matches on the NAS
-    value = text.encode("utf-8", "surrogateescape")
+    # the exact octets the NAS sent (codec.text escaped those that were not UTF-8), so a
+    # non-UTF-8 Acct-Session-Id still matches on the NAS
+    value = octets(text)
     if not value or len(value) > MAX_ATTRIBUTE_VALUE:
         raise ValueError(f"{name} must be 1 to {MAX_ATTRIBUTE_VALUE} octets, not {len(value)}")
     return value
