@@ -411,6 +411,17 @@ class Accountant:
                 at = session.stop_time or session.last_update
                 self._remember_reboot(session.nas_key, (at, CloseReason(session.close_reason)))
 
+    def reload(self, session_id: str, stored: Session | None, now: float) -> None:
+        """Put one session back to what the store holds (``stored``, None: nothing): the
+        store rejected a row of it, so memory must not keep a state no restart would rebuild
+        (DESIGN.md invariant 3)."""
+        current = self.index.find(session_id)
+        if current is not None:
+            self.index.forget(current)
+            self._forget_recent(current)
+        if stored is not None:
+            self.restore(stored, now)
+
     def _deadline(self, session: Session) -> float:
         interval = session.interim_interval or self.default_interim_interval
         return session.last_seen + interval * self.stale_multiple

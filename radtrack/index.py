@@ -176,6 +176,14 @@ class SessionIndex:
         while len(self._closed) > self.closed_capacity:
             self._closed.popitem(last=False)
 
+    def forget(self, session: Session) -> None:
+        """Drop a session from the live state, online or closed (its store row was rejected)."""
+        if self._online.get(session.id) is session:
+            del self._online[session.id]
+            self._unlink(session)
+        if self._closed.get(session.id) is session:
+            del self._closed[session.id]
+
     def set_user(self, session: Session, user_id: int | None) -> None:
         """Re-file an online session under another user id (after a users-table change)."""
         if session.user_id == user_id:

@@ -97,6 +97,11 @@ class DaemonCollector:
             "Commits that failed (no replies sent).",
             value=writer.failures,
         )
+        yield CounterMetricFamily(
+            "radtrack_commit_rejected_rows",
+            "Session rows the store could not hold (their packets unanswered, the rest stored).",
+            value=writer.rejected_rows,
+        )
         yield _histogram(
             "radtrack_commit_seconds",
             "Duration of one group commit.",

@@ -22,7 +22,7 @@ from radtrack.logs import RateLimiter
 from radtrack.model import SessionChange
 from radtrack.radius import codec
 from radtrack.radius.dedup import IN_FLIGHT, Key, ResponseCache
-from radtrack.store.writer import Writer
+from radtrack.store.writer import Outcome, Partial, Writer
 from radtrack.transport import Address, UdpListener
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,9 @@ DROP_REASONS = (
     "queue_full",
     "store_failed",
     "not_ready",
+    # authenticated and decoded, but its effect could not be stored (a value the store cannot
+    # hold: store/journal.py ROW_ERRORS); the other packets of its commit were answered
+    "unstorable",
 )
 
 
@@ -131,6 +134,9 @@ class AccountingService:
         self._submitted: deque[_Accepted] = deque()
         self._committed = 0
         self._after_commit_soon = False
+        # sessions whose rows the store rejected: put back to what the store holds once no
+        # packet of theirs is in flight (_repair)
+        self._repairs: set[str] = set()
 
     def reconfigure(self, settings: RadiusSettings) -> None:
         """New NAS clients and secrets (SIGHUP); packets in flight keep the secret they had."""
@@ -226,23 +232,78 @@ class AccountingService:
         self.writer.submit(changes, self._done, (listener, reply, addr))
         self._submitted.append((key, reply, received, changes, listener, addr))
 
-    def _done(self, ok: bool) -> None:
+    def _done(self, ok: Outcome) -> None:
         """The writer's callback, on the event loop after a commit (which has sent the replies
         already), for the oldest submission not done yet. The bookkeeping is done once for all
         the packets of the commit, in _after_commit, right after their callbacks."""
-        if not ok:
-            # the earlier submissions are committed, this one failed
-            packet = self._submitted[self._committed]
-            del self._submitted[self._committed]
-            key, addr = packet[0], packet[5]
-            if key is not None and addr is not None:
-                self.cache.forget(key)
-                self._retransmitted.discard(key)
-                self._drop("store_failed", addr[0])
+        if ok is not True:
+            self._not_committed(ok)
             return
         self._committed += 1
         if not self._after_commit_soon:
             self._schedule_after_commit()
+
+    def _not_committed(self, ok: Outcome) -> None:
+        """_done for a failed commit, or a Partial one (rows of some sessions rejected)."""
+        # the earlier submissions are committed; this one is the next
+        packet = self._submitted[self._committed]
+        key, reply, _, changes, listener, addr = packet
+        partial = ok if isinstance(ok, Partial) else None
+        rejected = (
+            []
+            if partial is None
+            else [c.session.id for c in changes if c.session.id in partial.rejected]
+        )
+        if partial is not None and not rejected:
+            # stored: the commit thread sent no replies for a Partial commit, so here
+            self._committed += 1
+            if listener is not None and addr is not None:
+                listener.send(reply, addr)
+            if not self._after_commit_soon:
+                self._schedule_after_commit()
+            return
+        del self._submitted[self._committed]
+        if rejected:
+            # the store cannot hold what this packet made of its session: unanswered (the NAS
+            # may retransmit; the same packet is rejected again), and memory goes back to what
+            # the store holds (DESIGN.md invariant 3)
+            self._repairs.update(rejected)
+            assert partial is not None
+            why = partial.rejected[rejected[0]]
+            if not self._after_commit_soon:
+                self._schedule_after_commit()
+        if key is not None and addr is not None:
+            self.cache.forget(key)
+            self._retransmitted.discard(key)
+            if rejected:
+                self._drop("unstorable", addr[0], str(why))
+            else:
+                self._drop("store_failed", addr[0])
+
+    def _repair(self) -> None:
+        """Put the sessions whose rows the store rejected back to the state the store holds
+        (what a restart would rebuild), once no packet of theirs waits for a commit: a later
+        commit of one could still store a newer row of the session."""
+        in_flight = {
+            change.session.id
+            for _, _, _, changes, _, _ in self._submitted
+            for change in changes
+            if change.session.id in self._repairs
+        }
+        ready = [sid for sid in self._repairs if sid not in in_flight]
+        if not ready:
+            return
+        self._repairs.difference_update(ready)
+        try:
+            stored = self.writer.committed_sessions(ready)
+        except Exception:  # the disk fails too: try again after the next commit
+            logger.exception("event=repair_failed sessions=%d", len(ready))
+            self._repairs.update(ready)
+            return
+        now = self.clock()
+        for sid in ready:
+            self.accountant.reload(sid, stored.get(sid), now)
+        logger.warning("event=sessions_reloaded count=%d (rows rejected by the store)", len(ready))
 
     def _schedule_after_commit(self) -> None:
         self._after_commit_soon = True
@@ -284,6 +345,8 @@ class AccountingService:
         stats.ack_latency_sum += latencies
         if events:
             self._publish(events)
+        if self._repairs:
+            self._repair()
 
     def expire(self, budget: int | None = None) -> int:
         """Close stale sessions (the timer calls this); returns how many were closed."""

@@ -101,6 +101,40 @@ def append(conn: sqlite3.Connection, rows: Sequence[Row], full: bool) -> None:
         left -= size
 
 
+# Errors that one row's values cause, not the disk: a string UTF-8 cannot encode, an integer
+# past 64 bits, a value of a type SQLite does not take, a constraint. The writer then stores
+# the batch row by row and rejects only the rows that fail (append_each); anything else
+# (sqlite3.OperationalError: disk full, I/O error, locked, read-only) fails the whole commit
+ROW_ERRORS: tuple[type[Exception], ...] = (
+    UnicodeError,
+    OverflowError,
+    ValueError,
+    TypeError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+)
+
+
+def append_each(conn: sqlite3.Connection, rows: Sequence[tuple[Row, bool]]) -> dict[int, str]:
+    """Inside a transaction: append (row, full) pairs one at a time, each under a savepoint,
+    so that a row whose values cannot be stored is rolled back alone. Returns the positions of
+    the rows rejected, with why (the error's type and message: never the values). An error that
+    is not one of ROW_ERRORS goes on (the caller rolls the transaction back)."""
+    rejected: dict[int, str] = {}
+    for at, (row, full) in enumerate(rows):
+        conn.execute("SAVEPOINT one_row")
+        try:
+            append(conn, [row], full)
+        except ROW_ERRORS as exc:
+            conn.execute("ROLLBACK TO one_row")
+            why = f"{type(exc).__name__}: {str(exc)[:120]}"
+            rejected[at] = why.encode("utf-8", "backslashreplace").decode()
+        conn.execute("RELEASE one_row")
+    return rejected
+
+
 def merge(whole: Row, counters: Row) -> Row:
     """A whole row with the counters of a newer counters row of the same session."""
     merged = list(whole)

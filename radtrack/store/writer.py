@@ -25,19 +25,38 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from radtrack.errors import StoreError
-from radtrack.model import SessionChange
+from radtrack.model import SESSION_COLUMNS, Session, SessionChange
 from radtrack.store import journal, writeback
 from radtrack.store.schema import migrate
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Done = Callable[[bool], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """What a commit's callbacks get when it stored every row but some sessions', whose values
+    could not be stored (one packet's content, not the disk: journal.ROW_ERRORS). ``rejected``
+    maps those session ids to why. The commit thread sent no replies: each callback knows
+    whether its packet touched a rejected session, and answers the others itself."""
+
+    rejected: Mapping[object, str]
+
+
+# a commit's outcome for each of its callbacks: True (committed, replies sent), False (failed:
+# nothing stored, no reply, the rows stay queued and are retried) or a Partial
+Outcome = bool | Partial
+Done = Callable[[Outcome], None]
+# what fails a commit as a whole when it is not one row's fault (the disk, or a row error that
+# storing row by row hit again)
+_COMMIT_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, *journal.ROW_ERRORS)
 
 
 class ReplySender(Protocol):
@@ -119,6 +138,7 @@ class WriterStats:
         "folded_rows",
         "fold_failures",
         "recovered_journal_rows",
+        "rejected_rows",
     )
 
     def __init__(self) -> None:
@@ -133,6 +153,7 @@ class WriterStats:
         self.folded_rows = 0
         self.fold_failures = 0
         self.recovered_journal_rows = 0  # folded at start-up: written before a crash
+        self.rejected_rows = 0  # rows whose values could not be stored (Partial)
 
     @property
     def pending_rows(self) -> int:
@@ -198,7 +219,7 @@ class Writer:
         # commits the commit thread finished, for the event loop: (callbacks, ok, trim). Filled
         # before the replies go out, so a NAS's next packet never overtakes its callbacks
         # (run_finished() runs them; the service calls it before handling a datagram)
-        self.finished: collections.deque[tuple[list[Done], bool, int]] = collections.deque()
+        self.finished: collections.deque[tuple[list[Done], Outcome, int]] = collections.deque()
         self._statements: list[tuple[list[Step], asyncio.Future[int]]] = []
         self._closing = False
         self._abandoned = False  # close() gave up on a failing disk: the commit thread ends
@@ -346,9 +367,9 @@ class Writer:
         while True:
             committed: asyncio.Future[bool] = loop.create_future()
 
-            def done(ok: bool, committed: asyncio.Future[bool] = committed) -> None:
+            def done(ok: Outcome, committed: asyncio.Future[bool] = committed) -> None:
                 if not committed.done():
-                    committed.set_result(ok)
+                    committed.set_result(ok is not False)
 
             with self._lock:
                 self._callbacks.append(done)
@@ -406,7 +427,9 @@ class Writer:
             except Exception:  # a bug, not the disk: keep the thread (and the daemon) alive
                 logger.exception("event=writer_crashed")
                 ok = False
-            if not ok:
+            if ok is not True and ok is not False:
+                acks = []  # a Partial: the callbacks answer the packets that were stored
+            if ok is False:
                 # keep the rows (a newer snapshot queued meanwhile wins) and retry after a pause
                 with self._lock:
                     for key, pending in rows.items():
@@ -426,7 +449,7 @@ class Writer:
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_retry_delay)
 
-    def _hand_back(self, callbacks: list[Done], ok: bool, trim: int) -> None:
+    def _hand_back(self, callbacks: list[Done], ok: Outcome, trim: int) -> None:
         loop = self._loop
         assert loop is not None
         self.finished.append((callbacks, ok, trim))
@@ -442,9 +465,9 @@ class Writer:
             callbacks, ok, trim = finished.popleft()
             self._completed(callbacks, ok, trim)
 
-    def _completed(self, callbacks: list[Done], ok: bool, trim: int) -> None:
+    def _completed(self, callbacks: list[Done], ok: Outcome, trim: int) -> None:
         """On the event loop, after a commit: run its callbacks."""
-        self.healthy = ok
+        self.healthy = ok is not False
         if ok and trim:
             self._trimmed = trim
         for done in callbacks:
@@ -452,12 +475,18 @@ class Writer:
         if ok and self.stats.pending_rows >= self.fold_rows:
             self._fold_wakeup.set()
 
-    def _commit(self, rows: dict[object, Pending], trim: int) -> bool:
+    def _commit(self, rows: dict[object, Pending], trim: int) -> Outcome:
         started = time.monotonic()
         self.stats.commit_started = started
+        outcome: Outcome = True
         try:
-            self._write(list(rows.values()), trim)
-        except sqlite3.Error as exc:
+            try:
+                self._write(list(rows.values()), trim)
+            except journal.ROW_ERRORS:
+                # a value of some row, not the disk: store the others and reject that one,
+                # so that one packet never stops the writer for every NAS
+                outcome = self._write_each(rows, trim)
+        except _COMMIT_ERRORS as exc:
             self.stats.failures += 1
             logger.error(
                 "event=commit_failed rows=%d error=%r (no replies sent; retrying)",
@@ -474,7 +503,7 @@ class Writer:
         stats.last_batch = len(rows)
         stats.commit_seconds_sum += elapsed
         stats.commit_buckets[bisect.bisect_left(COMMIT_BUCKETS, elapsed)] += 1
-        return True
+        return outcome
 
     def _write(self, rows: list[Pending], trim: int) -> None:
         """One transaction on the journal, on the commit thread: append the rows, delete folded
@@ -488,6 +517,39 @@ class Writer:
             journal.append(conn, counters, False)
             if trim:
                 conn.execute(journal.TRIM, (trim,))
+
+    def _write_each(self, rows: dict[object, Pending], trim: int) -> Outcome:
+        """The commit again, row by row: every row that can be stored is, in one transaction;
+        the sessions whose rows cannot be are rejected (their packets go unanswered)."""
+        conn = self._conn
+        assert conn is not None
+        keys = list(rows)
+        with journal.transaction(conn):
+            failed = journal.append_each(conn, list(rows.values()))
+            if trim:
+                conn.execute(journal.TRIM, (trim,))
+        if not failed:
+            return True  # it did not fail again: the error was not a row's after all
+        rejected = {keys[at]: why for at, why in failed.items()}
+        self.stats.rejected_rows += len(rejected)
+        for key, why in rejected.items():
+            logger.warning("event=row_rejected session=%s error=%r", key, why)
+        return Partial(rejected)
+
+    def committed_sessions(self, ids: Sequence[str]) -> dict[str, Session]:
+        """What the store holds now for these sessions (``sessions`` overlaid with the journal):
+        the state a restart would rebuild. A blocking read of a few rows on a connection of its
+        own, for the rare repair after a rejected row (the service calls it on the loop)."""
+        conn = journal.open_current(self.path, timeout=self.busy_timeout)
+        try:
+            marks = ", ".join("?" for _ in ids)
+            found = conn.execute(
+                f"SELECT {', '.join(SESSION_COLUMNS)} FROM current_sessions WHERE id IN ({marks})",
+                list(ids),
+            ).fetchall()
+        finally:
+            conn.close()
+        return {row[0]: Session.from_row(row) for row in found}
 
     # -- the fold task ---------------------------------------------------------------------------
     async def _fold_run(self) -> None:
