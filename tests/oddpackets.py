@@ -112,7 +112,7 @@ def random_octets(rng: random.Random) -> bytes:
     if kind < 0.5:
         return "".join(rng.choice("aé中\x00\\x") for _ in range(size)).encode()[:253]
     if kind < 0.7:
-        return "café".encode("latin-1") * (size // 4 + 1)
+        return ("café".encode("latin-1") * (size // 4 + 1))[:253]
     return rng.choice((b"\xff", b"\xffsid", b"\x00", b"\\xff", b"a\x00b", b"\xc3", b"\xed\xa0\x80"))
 
 
