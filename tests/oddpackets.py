@@ -191,18 +191,29 @@ class DaemonThread:
         async def read() -> tuple[dict[str, tuple[object, ...]], dict[str, tuple[object, ...]]]:
             daemon = self.daemon
             await daemon.writer.flush()
-            stored = await asyncio.to_thread(store_rows, daemon.settings.store.path)
-            index = daemon.index
-            memory = {}
-            for sid in stored:
-                session = index.find(sid)
-                if session is not None:
-                    memory[sid] = session.row()
-            for session in index:
-                memory[session.id] = session.row()
-            return memory, stored
+            while daemon.writer.queued:  # the stale timer closed sessions meanwhile
+                await daemon.writer.flush()
+            # nothing in flight: read both without giving the event loop a turn in between
+            return snapshot(daemon)
 
         return self.call(read())  # type: ignore[no-any-return]
+
+
+def snapshot(daemon: Any) -> tuple[dict[str, tuple[object, ...]], dict[str, tuple[object, ...]]]:
+    """(memory, store) of a daemon with nothing in flight, both session id -> row: every
+    session the store holds, what the live state has for the same ids, and the online
+    sessions of the live state (a blocking read of the store: call it on the daemon's loop
+    between two of its steps)."""
+    stored = store_rows(daemon.settings.store.path)
+    index = daemon.index
+    memory = {}
+    for sid in stored:
+        session = index.find(sid)
+        if session is not None:
+            memory[sid] = session.row()
+    for session in index:
+        memory[session.id] = session.row()
+    return memory, stored
 
 
 def store_rows(db: Path) -> dict[str, tuple[object, ...]]:

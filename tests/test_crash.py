@@ -9,6 +9,7 @@ The long variant (more kills, more packets) is bench/crash_soak.py.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import signal
 import socket
@@ -143,6 +144,7 @@ class Nas(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self._waiting: dict[int, asyncio.Future[None]] = {}
         self._by_ident: dict[int, int] = {}
+        self._sent: dict[int, bytes] = {}  # packet index -> its Request Authenticator
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -150,10 +152,22 @@ class Nas(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) >= 20 and data[0] == 5:
             index = self._by_ident.get(data[1])
-            if index is not None:
+            if index is not None and self._answers(index, data):
                 future = self._waiting.get(index)
                 if future is not None and not future.done():
                     future.set_result(None)
+
+    def _answers(self, index: int, reply: bytes) -> bool:
+        """The reply's Response Authenticator is over this packet's Request Authenticator
+        (RFC 2866 §3): a late reply to an earlier packet of the same slot (a retransmission
+        answered after its first copy) must not count as this one's acknowledgement."""
+        request_authenticator = self._sent.get(index)
+        if request_authenticator is None:
+            return False
+        expected = hashlib.md5(
+            reply[:4] + request_authenticator + reply[20:] + SECRET.encode()
+        ).digest()
+        return expected == reply[4:20]
 
     async def _send_one(self, index: int, slot: int) -> None:
         sid, status, ts, data = self.plan.packets[index]
@@ -161,6 +175,7 @@ class Nas(asyncio.DatagramProtocol):
         data = bytes([data[0], slot]) + data[2:]
         data = _resign(data)
         self._by_ident[slot] = index
+        self._sent[index] = data[4:20]
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[index] = future
         assert self.transport is not None
@@ -195,8 +210,6 @@ class Nas(asyncio.DatagramProtocol):
 
 
 def _resign(data: bytes) -> bytes:
-    import hashlib
-
     auth = hashlib.md5(data[:4] + b"\0" * 16 + data[20:] + SECRET.encode()).digest()
     return data[:4] + auth + data[20:]
 

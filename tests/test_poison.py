@@ -30,7 +30,7 @@ from tests.oddpackets import (
     datagram,
     differences,
     normal_start,
-    store_rows,
+    snapshot,
 )
 
 NAS_KEY = "nas-local/192.0.2.1"
@@ -50,18 +50,6 @@ def refuse(db: Path, condition: str) -> None:
 
 async def start_daemon(daemon_factory: Any, tmp_path: Path, **sections: Any) -> Daemon:
     return await daemon_factory(make_settings(tmp_path, **sections))  # type: ignore[no-any-return]
-
-
-def state(daemon: Daemon) -> tuple[dict[str, tuple[object, ...]], dict[str, tuple[object, ...]]]:
-    stored = store_rows(daemon.settings.store.path)
-    memory = {}
-    for sid in stored:
-        session = daemon.index.find(sid)
-        if session is not None:
-            memory[sid] = session.row()
-    for session in daemon.index:
-        memory[session.id] = session.row()
-    return memory, stored
 
 
 def interim(session_id: str, identifier: int, input_octets: int, event_time: int) -> bytes:
@@ -107,7 +95,7 @@ async def test_the_packet_of_the_issue_is_stored_escaped_and_the_next_answered_a
 
     [poisoned] = [s for s in daemon.index if s.session_id == "\\xffsid"]
     assert poisoned.user_name == "\\xff"
-    memory, stored = state(daemon)
+    memory, stored = snapshot(daemon)
     assert differences(memory, stored) == []
     assert stored[poisoned.id][6] == "\\xff"  # user_name, valid UTF-8 in SQLite
     [odd_row] = [row for row in stored.values() if row[4] == "odd-text"]
@@ -159,7 +147,7 @@ async def test_a_row_the_store_refuses_loses_only_its_own_packet(
     assert daemon.writer.healthy
     refused = session_key(NAS_KEY, "refused", None)
     assert daemon.index.find(refused) is None  # memory holds what the store holds
-    memory, stored = state(daemon)
+    memory, stored = snapshot(daemon)
     assert differences(memory, stored) == []
     assert len([s for s in daemon.index if s.session_id.startswith("good-")]) == 39
     # and the next packet is answered at once
@@ -184,14 +172,14 @@ async def test_a_refused_interim_puts_the_session_back_to_what_is_stored(
     session = daemon.index.get(sid)
     assert session is not None and session.online
     assert (session.input_octets, session.last_update) == (100, 1_705_314_600)
-    memory, stored = state(daemon)
+    memory, stored = snapshot(daemon)
     assert differences(memory, stored) == []
     assert daemon.service.stats.dropped["unstorable"] == 1
     # the NAS's next Interim is stored and answered as usual
     assert await send_raw(port, interim("s1", 3, 700, 1_705_314_800)) is not None
     session = daemon.index.get(sid)
     assert session is not None and session.input_octets == 700
-    memory, stored = state(daemon)
+    memory, stored = snapshot(daemon)
     assert stored[sid][19] == 700  # input_octets
     assert differences(memory, stored) == []
 
