@@ -563,13 +563,8 @@ class AccountingDecoder:
             nas_port_id = None if nas_port_id_raw is None else nas_port_id_raw.decode()
             calling = None if calling_raw is None else calling_raw.decode()
             called = None if called_raw is None else called_raw.decode()
-            plain = not (
-                "\0" in session_id
-                or (user_name is not None and "\0" in user_name)
-                or (nas_port_id is not None and "\0" in nas_port_id)
-                or (calling is not None and "\0" in calling)
-                or (called is not None and "\0" in called)
-            )
+            # one search over the five (an absent one reads "None": no NUL either)
+            plain = "\0" not in f"{session_id}{user_name}{nas_port_id}{calling}{called}"
         except UnicodeDecodeError:
             plain = False
         if not plain:
