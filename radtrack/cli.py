@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import csv
 import gc
-import hashlib
 import json
 import secrets
 import sqlite3
@@ -23,6 +22,7 @@ import time
 from collections.abc import Sequence
 
 from radtrack import __version__, logs
+from radtrack.api.settings import RESELLER, SCOPES, token_digest
 from radtrack.config import load
 from radtrack.errors import ConfigError
 from radtrack.store import journal
@@ -95,18 +95,18 @@ def cmd_secret(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    if args.scope == "reseller" and args.reseller_id is None:
+    if args.scope == RESELLER and args.reseller_id is None:
         _err("radtrack: --reseller-id is required with --scope reseller")
         return 2
     token = secrets.token_urlsafe(32)
-    digest = hashlib.sha256(token.encode()).hexdigest()
+    digest = token_digest(token).hex()
     _out(f"token (shown once, give it to the API consumer): {token}")
     _out("")
     _out("[[api.tokens]]")
     _out(f'name = "{args.name}"')
     _out(f'sha256 = "{digest}"')
     _out(f'scopes = ["{args.scope}"]')
-    if args.scope == "reseller":
+    if args.scope == RESELLER:
         _out(f"reseller_id = {args.reseller_id}")
     return 0
 
@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="create a bearer token")
     create.add_argument("--name", required=True)
-    create.add_argument("--scope", choices=("admin", "reseller"), required=True)
+    create.add_argument("--scope", choices=SCOPES, required=True)
     create.add_argument("--reseller-id", type=int)
     create.set_defaults(func=cmd_token_create)
 

@@ -23,7 +23,7 @@ from graphql import get_introspection_query
 
 from radtrack.api.app import GraphQLApp, create_app
 from radtrack.api.server import EmbeddedServer, bind_tcp
-from radtrack.config import ApiSettings, TokenSettings, token_digest
+from radtrack.api.settings import ApiSettings, TokenSettings, token_digest
 from radtrack.errors import StoreError
 from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import Session, User

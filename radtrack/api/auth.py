@@ -12,11 +12,8 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from radtrack.config import TokenSettings
+from radtrack.api.settings import ADMIN, RESELLER, TokenSettings
 from radtrack.index import UserDirectory
-
-ADMIN = "admin"
-RESELLER = "reseller"
 
 
 @dataclass(frozen=True, slots=True)

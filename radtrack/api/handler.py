@@ -22,7 +22,7 @@ from radtrack.api.errors import (
     format_request_error,
 )
 from radtrack.api.resolvers import RequestContext
-from radtrack.config import ApiSettings
+from radtrack.api.settings import ApiSettings
 
 Response = tuple[int, dict[str, Any]]
 

@@ -60,7 +60,7 @@ from radtrack.api.errors import (
     format_request_error,
 )
 from radtrack.api.resolvers import RequestContext, _visible_user
-from radtrack.config import ApiSettings
+from radtrack.api.settings import ApiSettings
 from radtrack.index import UserDirectory
 from radtrack.logs import RateLimiter
 from radtrack.model import ChangeKind, Session, SessionChange

@@ -26,7 +26,6 @@ from typing import Any
 
 from pyrad.dictionary import Dictionary
 
-from radtrack.config import ClientSettings
 from radtrack.errors import MalformedPacket
 from radtrack.model import Session
 from radtrack.radius.codec import (
@@ -46,6 +45,7 @@ from radtrack.radius.codec import (
     decode,
     zeroed_message_authenticator,
 )
+from radtrack.radius.settings import ClientSettings
 
 logger = logging.getLogger(__name__)
 
