@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import csv
 import gc
-import hashlib
 import json
 import secrets
 import sqlite3
@@ -23,7 +22,8 @@ import time
 from collections.abc import Sequence
 
 from radtrack import __version__, logs
-from radtrack.config import load
+from radtrack.api.settings import RESELLER, SCOPES, token_digest
+from radtrack.config import Settings, load
 from radtrack.errors import ConfigError
 from radtrack.store import journal
 
@@ -36,16 +36,27 @@ def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
+class CommandFailed(Exception):
+    """A command cannot go on: ``main`` prints the message and exits with ``status``."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _settings(path: str) -> Settings:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        raise CommandFailed(f"bad config: {exc}", 2) from None
+
+
 # gc thresholds of the daemon (see cmd_serve)
 GC_YOUNG, GC_MIDDLE, GC_FULL = 2_000, 2, 1_000
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        settings = load(args.config)
-    except ConfigError as exc:
-        _err(f"radtrack: bad config: {exc}")
-        return 2
+    settings = _settings(args.config)
     logs.configure(args.log_level or settings.daemon.log_level)
     for warning in settings.warnings():
         _err(f"radtrack: warning: {warning}")
@@ -95,18 +106,17 @@ def cmd_secret(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    if args.scope == "reseller" and args.reseller_id is None:
-        _err("radtrack: --reseller-id is required with --scope reseller")
-        return 2
+    if args.scope == RESELLER and args.reseller_id is None:
+        raise CommandFailed("--reseller-id is required with --scope reseller", 2)
     token = secrets.token_urlsafe(32)
-    digest = hashlib.sha256(token.encode()).hexdigest()
+    digest = token_digest(token).hex()
     _out(f"token (shown once, give it to the API consumer): {token}")
     _out("")
     _out("[[api.tokens]]")
     _out(f'name = "{args.name}"')
     _out(f'sha256 = "{digest}"')
     _out(f'scopes = ["{args.scope}"]')
-    if args.scope == "reseller":
+    if args.scope == RESELLER:
         _out(f"reseller_id = {args.reseller_id}")
     return 0
 
@@ -164,15 +174,11 @@ def read_users_csv(path: str) -> list[tuple[int, str | None, int | None, int | N
 def cmd_users_import(args: argparse.Namespace) -> int:
     from radtrack.store.schema import FREE_USERNAME, UPSERT_USER, migrate
 
+    settings = _settings(args.config)
     try:
-        settings = load(args.config)
         rows = read_users_csv(args.file)
-    except ConfigError as exc:
-        _err(f"radtrack: bad config: {exc}")
-        return 2
     except (OSError, ValueError) as exc:
-        _err(f"radtrack: {exc}")
-        return 2
+        raise CommandFailed(str(exc), 2) from None
     conn = sqlite3.connect(settings.store.path, isolation_level=None, timeout=10)
     try:
         migrate(conn)
@@ -184,8 +190,7 @@ def cmd_users_import(args: argparse.Namespace) -> int:
         conn.executemany(UPSERT_USER, rows)
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
-        _err(f"radtrack: cannot write {settings.store.path}: {exc}")
-        return 1
+        raise CommandFailed(f"cannot write {settings.store.path}: {exc}", 1) from None
     finally:
         conn.close()
     _out(
@@ -196,11 +201,7 @@ def cmd_users_import(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    try:
-        settings = load(args.config)
-    except ConfigError as exc:
-        _err(f"radtrack: bad config: {exc}")
-        return 2
+    settings = _settings(args.config)
     where = ["stop_time IS NULL"]
     params: list[object] = []
     if args.user is not None:
@@ -213,8 +214,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         # what the daemon acknowledged: sessions plus the journal's rows not yet folded in
         conn = journal.open_current(settings.store.path)
     except sqlite3.Error as exc:
-        _err(f"radtrack: cannot open {settings.store.path}: {exc}")
-        return 1
+        raise CommandFailed(f"cannot open {settings.store.path}: {exc}", 1) from None
     try:
         conn.row_factory = sqlite3.Row
         rows = conn.execute(
@@ -224,8 +224,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             params,
         ).fetchall()
     except sqlite3.Error as exc:
-        _err(f"radtrack: cannot read {settings.store.path}: {exc}")
-        return 1
+        raise CommandFailed(f"cannot read {settings.store.path}: {exc}", 1) from None
     finally:
         conn.close()
     records = [dict(row) for row in rows]
@@ -267,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="create a bearer token")
     create.add_argument("--name", required=True)
-    create.add_argument("--scope", choices=("admin", "reseller"), required=True)
+    create.add_argument("--scope", choices=SCOPES, required=True)
     create.add_argument("--reseller-id", type=int)
     create.set_defaults(func=cmd_token_create)
 
@@ -289,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except CommandFailed as exc:
+        _err(f"radtrack: {exc}")
+        return exc.status
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,5 +1,10 @@
 """TOML configuration, parsed once into frozen settings.
 
+Each part defines the settings value it takes (the API's in radtrack.api.settings, the RADIUS
+side's in radtrack.radius.settings); this module reads the TOML, validates it and builds those
+values, plus the sections only the daemon reads (sessions, users, store, daemon). Only the shell
+(cli.py, daemon.py) imports it.
+
 Unknown keys and wrong types are errors that name the key path (``radius.clients[1].secret``) and
 say how to fix it. Library code raises ConfigError; only the CLI turns it into an exit status.
 Every setting is documented in config.example.toml (tests/test_config.py checks that).
@@ -7,59 +12,22 @@ Every setting is documented in config.example.toml (tests/test_config.py checks 
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from radtrack.api.settings import SCOPES, ApiSettings, TokenSettings
+from radtrack.endpoint import Endpoint
 from radtrack.errors import ConfigError
+from radtrack.radius.settings import ClientSettings, RadiusSettings
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 WEAK_SECRET_LENGTH = 16
-SCOPES = ("admin", "reseller")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 LIMIT_POLICIES = ("off", "disconnect-oldest", "disconnect-newest")
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class ClientSettings:
-    """One NAS (or a network of NASes sharing a secret), matched by UDP source address."""
-
-    name: str
-    network: IPNetwork
-    secret: bytes = field(repr=False)
-    require_message_authenticator: bool = False
-    coa_address: str | None = None  # where Disconnect-Requests go; default: the NAS's address
-    coa_port: int = 3799
-
-    def __repr__(self) -> str:  # never show the secret
-        return f"ClientSettings(name={self.name!r}, network={self.network})"
-
-
-@dataclass(frozen=True, slots=True)
-class RadiusSettings:
-    listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 1813),)
-    clients: tuple[ClientSettings, ...] = ()
-    receive_buffer: int = 4 * 1024 * 1024
-    queue_size: int = 20_000
-    dedup_ttl: float = 30.0
-    dedup_capacity: int = 200_000
-    dictionary: Path | None = None
-    disconnect_timeout: float = 1.0
-    disconnect_attempts: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,31 +56,6 @@ class StoreSettings:
     cache_mb: int = 256
     retention_days: int = 0  # closed sessions older than this are pruned; 0 keeps them all
     history_page_max: int = 500
-
-
-@dataclass(frozen=True, slots=True)
-class TokenSettings:
-    name: str
-    sha256: bytes = field(repr=False)
-    scopes: tuple[str, ...]
-    reseller_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ApiSettings:
-    listen: Endpoint | None = Endpoint("127.0.0.1", 8080)
-    tokens: tuple[TokenSettings, ...] = ()
-    introspection: bool = False
-    explorer: bool = False
-    max_body_bytes: int = 65_536
-    max_depth: int = 8
-    max_cost: int = 5_000
-    max_tokens: int = 2_000
-    document_cache: int = 512
-    max_websocket_connections: int = 100
-    max_subscriptions_per_connection: int = 10
-    subscription_queue: int = 1_000
-    subscription_init_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,8 +435,3 @@ def load(path: str | Path) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"is not valid TOML: {exc}") from None
     return parse(data, path.resolve())
-
-
-def token_digest(token: str) -> bytes:
-    """The SHA-256 digest under which a bearer token is configured."""
-    return hashlib.sha256(token.encode()).digest()

@@ -5,8 +5,8 @@ anyway: nothing is added to the per-packet path. Names follow Prometheus convent
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -16,11 +16,29 @@ from prometheus_client.core import (
     Metric,
 )
 
-from radtrack.service import ACK_BUCKETS, DROP_REASONS
-from radtrack.store.writer import COMMIT_BUCKETS
+from radtrack.api.app import GraphQLApp
+from radtrack.index import SessionIndex
+from radtrack.service import ACK_BUCKETS, DROP_REASONS, AccountingService
+from radtrack.store.writer import COMMIT_BUCKETS, Writer
+from radtrack.transport import UdpListener
 
-if TYPE_CHECKING:
-    from radtrack.daemon import Daemon
+
+class Observed(Protocol):
+    """What the metrics read: radtrack.daemon.Daemon is one (the daemon imports this module,
+    not the other way round)."""
+
+    @property
+    def service(self) -> AccountingService | None: ...
+    @property
+    def listeners(self) -> Sequence[UdpListener]: ...
+    @property
+    def index(self) -> SessionIndex: ...
+    @property
+    def writer(self) -> Writer: ...
+    @property
+    def disconnect_results(self) -> Mapping[str, int]: ...
+    @property
+    def app(self) -> GraphQLApp | None: ...
 
 
 def _histogram(
@@ -35,10 +53,10 @@ def _histogram(
 
 
 class DaemonCollector:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Observed) -> None:
         self.daemon = daemon
 
-    def collect(self) -> Iterator[Metric]:  # noqa: C901 - one block per metric family
+    def collect(self) -> Iterator[Metric]:
         daemon = self.daemon
         service = daemon.service
         if service is not None:
@@ -86,22 +104,25 @@ class DaemonCollector:
             per_nas.add_metric([nas], count)
         yield per_nas
         writer = daemon.writer.stats
-        yield CounterMetricFamily(
-            "radtrack_commits", "Group commits to SQLite.", value=writer.commits
-        )
-        yield CounterMetricFamily(
-            "radtrack_commit_rows", "Session rows written.", value=writer.rows
-        )
-        yield CounterMetricFamily(
-            "radtrack_commit_failures",
-            "Commits that failed (no replies sent).",
-            value=writer.failures,
-        )
-        yield CounterMetricFamily(
-            "radtrack_commit_rejected_rows",
-            "Session rows the store could not hold (their packets unanswered, the rest stored).",
-            value=writer.rejected_rows,
-        )
+        for name, doc, value in (
+            ("commits", "Group commits to SQLite.", writer.commits),
+            ("commit_rows", "Session rows written.", writer.rows),
+            ("commit_failures", "Commits that failed (no replies sent).", writer.failures),
+            (
+                "commit_rejected_rows",
+                "Session rows the store could not hold (their packets unanswered, the rest "
+                "stored).",
+                writer.rejected_rows,
+            ),
+            ("journal_folds", "Folds of the journal into the sessions table.", writer.folds),
+            ("journal_folded_rows", "Journal rows folded.", writer.folded_rows),
+            (
+                "journal_fold_failures",
+                "Folds that failed (retried; acknowledgements go on).",
+                writer.fold_failures,
+            ),
+        ):
+            yield CounterMetricFamily(f"radtrack_{name}", doc, value=value)
         yield _histogram(
             "radtrack_commit_seconds",
             "Duration of one group commit.",
@@ -109,37 +130,21 @@ class DaemonCollector:
             writer.commit_buckets,
             writer.commit_seconds_sum,
         )
-        yield GaugeMetricFamily(
-            "radtrack_commit_batch_rows", "Rows in the last commit.", value=writer.last_batch
-        )
-        yield CounterMetricFamily(
-            "radtrack_journal_folds",
-            "Folds of the journal into the sessions table.",
-            value=writer.folds,
-        )
-        yield CounterMetricFamily(
-            "radtrack_journal_folded_rows", "Journal rows folded.", value=writer.folded_rows
-        )
-        yield CounterMetricFamily(
-            "radtrack_journal_fold_failures",
-            "Folds that failed (retried; acknowledgements go on).",
-            value=writer.fold_failures,
-        )
-        yield GaugeMetricFamily(
-            "radtrack_journal_pending_rows",
-            "Journal rows committed but not folded into the sessions table yet.",
-            value=writer.pending_rows,
-        )
-        yield GaugeMetricFamily(
-            "radtrack_packets_in_flight",
-            "Accepted packets waiting for their commit.",
-            value=daemon.writer.queued,
-        )
-        yield GaugeMetricFamily(
-            "radtrack_database_healthy",
-            "1 while commits succeed.",
-            value=1 if daemon.writer.healthy else 0,
-        )
+        for name, doc, value in (
+            ("commit_batch_rows", "Rows in the last commit.", writer.last_batch),
+            (
+                "journal_pending_rows",
+                "Journal rows committed but not folded into the sessions table yet.",
+                writer.pending_rows,
+            ),
+            (
+                "packets_in_flight",
+                "Accepted packets waiting for their commit.",
+                daemon.writer.queued,
+            ),
+            ("database_healthy", "1 while commits succeed.", 1 if daemon.writer.healthy else 0),
+        ):
+            yield GaugeMetricFamily(f"radtrack_{name}", doc, value=value)
         disconnects = CounterMetricFamily(
             "radtrack_disconnects", "Disconnect-Requests by result.", labels=["result"]
         )
@@ -161,7 +166,7 @@ class DaemonCollector:
             yield errors
 
 
-def renderer(daemon: Daemon) -> Callable[[], bytes]:
+def renderer(daemon: Observed) -> Callable[[], bytes]:
     """A function rendering the metrics in the Prometheus text format."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DaemonCollector(daemon))

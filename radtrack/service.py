@@ -16,12 +16,12 @@ from collections.abc import Callable, Sequence
 from pyrad.dictionary import Dictionary
 
 from radtrack.accounting import Accountant
-from radtrack.config import ClientSettings, RadiusSettings
 from radtrack.errors import MalformedPacket
 from radtrack.logs import RateLimiter
 from radtrack.model import SessionChange
 from radtrack.radius import codec
 from radtrack.radius.dedup import IN_FLIGHT, Key, ResponseCache
+from radtrack.radius.settings import ClientSettings, RadiusSettings
 from radtrack.store.writer import Outcome, Partial, Writer
 from radtrack.transport import Address, UdpListener
 

@@ -17,7 +17,7 @@ import struct
 import threading
 from collections.abc import Callable, Sequence
 
-from radtrack.config import Endpoint
+from radtrack.endpoint import Endpoint
 
 logger = logging.getLogger(__name__)
 

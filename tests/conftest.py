@@ -16,6 +16,7 @@ from pyrad.dictionary import Dictionary
 from pyrad.packet import AcctPacket
 
 from radtrack import config
+from radtrack.api.settings import token_digest
 from radtrack.daemon import Daemon
 from radtrack.radius.dictionary import load as load_dictionary
 
@@ -39,18 +40,18 @@ def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> config.Settings
             "tokens": [
                 {
                     "name": "admin",
-                    "sha256": config.token_digest(ADMIN_TOKEN).hex(),
+                    "sha256": token_digest(ADMIN_TOKEN).hex(),
                     "scopes": ["admin"],
                 },
                 {
                     "name": "reseller-1",
-                    "sha256": config.token_digest(RESELLER_TOKEN).hex(),
+                    "sha256": token_digest(RESELLER_TOKEN).hex(),
                     "scopes": ["reseller"],
                     "reseller_id": 1,
                 },
                 {
                     "name": "reseller-2",
-                    "sha256": config.token_digest(RESELLER2_TOKEN).hex(),
+                    "sha256": token_digest(RESELLER2_TOKEN).hex(),
                     "scopes": ["reseller"],
                     "reseller_id": 2,
                 },

@@ -21,8 +21,9 @@ import pytest
 import pytest_asyncio
 from graphql import get_introspection_query
 
-from radtrack.api import EmbeddedServer, GraphQLApp, bind_tcp, create_app
-from radtrack.config import ApiSettings, TokenSettings, token_digest
+from radtrack.api.app import GraphQLApp, create_app
+from radtrack.api.server import EmbeddedServer, bind_tcp
+from radtrack.api.settings import ApiSettings, TokenSettings, token_digest
 from radtrack.errors import StoreError
 from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import Session, User

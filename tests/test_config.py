@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from radtrack import config
+from radtrack.api.settings import TokenSettings
 from radtrack.config import ConfigError
+from radtrack.radius.settings import ClientSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config.example.toml"
@@ -67,10 +69,10 @@ def test_example_documents_every_setting() -> None:
     top = _keys(config.Settings, "")
     clients = {
         f"radius.clients.{f.name}"
-        for f in dataclasses.fields(config.ClientSettings)
+        for f in dataclasses.fields(ClientSettings)
         if f.name != "network"
     } | {"radius.clients.address"}
-    tokens = {f"api.tokens.{f.name}" for f in dataclasses.fields(config.TokenSettings)}
+    tokens = {f"api.tokens.{f.name}" for f in dataclasses.fields(TokenSettings)}
     missing = (top | clients | tokens) - documented
     assert not missing, f"config.example.toml does not document {sorted(missing)}"
 

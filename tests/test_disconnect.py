@@ -23,7 +23,6 @@ import pytest
 import pytest_asyncio
 from pyrad.packet import CoAACK, CoAPacket, DisconnectACK, DisconnectNAK, DisconnectRequest
 
-from radtrack.config import ClientSettings
 from radtrack.model import Session
 from radtrack.radius import codec, dictionary
 from radtrack.radius.disconnect import (
@@ -33,6 +32,7 @@ from radtrack.radius.disconnect import (
     request_attributes,
     verify_reply,
 )
+from radtrack.radius.settings import ClientSettings
 
 DICT = dictionary.load()
 SECRET = b"disconnect-secret-0123456789"

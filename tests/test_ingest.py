@@ -7,9 +7,11 @@ and malformed cases. The daemon runs in the test's event loop with a real SQLite
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import sqlite3
 import struct
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +63,52 @@ def start_packet(dictionary: Any, session: str = "s1", user: str = "12345", **ex
     return acct_packet(dictionary, **attrs)
 
 
+def packet(dictionary: Any, status: str, session: str = "s1", **extra: Any) -> Any:
+    """An Accounting-Request of user 12345 on NAS 192.0.2.1 (``extra`` adds or overrides)."""
+    attrs: dict[str, Any] = {
+        "User_Name": "12345",
+        "Acct_Status_Type": status,
+        "Acct_Session_Id": session,
+        "NAS_IP_Address": "192.0.2.1",
+    }
+    attrs.update(extra)
+    return acct_packet(dictionary, **attrs)
+
+
+def client(name: str, address: str, **extra: Any) -> dict[str, Any]:
+    """One [[radius.clients]] entry with the tests' secret."""
+    return {"name": name, "address": address, "secret": SECRET, **extra}
+
+
+StartIngest = Callable[..., Awaitable[Daemon]]
+
+
 @pytest_asyncio.fixture
-async def ingest(daemon_factory: Any) -> Daemon:
-    return await daemon_factory(api=NO_API)  # type: ignore[no-any-return]
+async def start_ingest(daemon_factory: Any) -> StartIngest:
+    """``await start_ingest(**sections)``: a daemon without the API, ``sections`` as for
+    make_settings (``radius={"clients": [client("pop", "127.0.0.0/29")]}``)."""
+
+    async def start(**sections: Any) -> Daemon:
+        return await daemon_factory(api=NO_API, **sections)  # type: ignore[no-any-return]
+
+    return start
+
+
+@pytest_asyncio.fixture
+async def ingest(start_ingest: StartIngest) -> Daemon:
+    return await start_ingest()
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Another process holds an exclusive lock on this SQLite file until the block ends."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
 
 
 def db_path(daemon: Daemon) -> Path:
@@ -91,12 +136,9 @@ async def test_start_is_stored_before_it_is_acknowledged(ingest: Daemon, diction
 async def test_interim_and_stop_update_and_close(ingest: Daemon, dictionary: Any) -> None:
     port = udp_port(ingest)
     await send_pyrad(port, start_packet(dictionary), dictionary=dictionary)
-    interim = acct_packet(
+    interim = packet(
         dictionary,
-        User_Name="12345",
-        Acct_Status_Type="Interim-Update",
-        Acct_Session_Id="s1",
-        NAS_IP_Address="192.0.2.1",
+        "Interim-Update",
         Acct_Session_Time=300,
         Acct_Input_Octets=1000,
         Acct_Output_Octets=5,
@@ -108,12 +150,9 @@ async def test_interim_and_stop_update_and_close(ingest: Daemon, dictionary: Any
     assert row["input_octets"] == 1000
     assert row["output_octets"] == 2 * 2**32 + 5  # RFC 2869 §5.2 Gigawords
     assert row["last_update"] == 1705314900
-    stop = acct_packet(
+    stop = packet(
         dictionary,
-        User_Name="12345",
-        Acct_Status_Type="Stop",
-        Acct_Session_Id="s1",
-        NAS_IP_Address="192.0.2.1",
+        "Stop",
         Acct_Session_Time=600,
         Acct_Input_Octets=2000,
         Acct_Terminate_Cause="User-Request",
@@ -193,14 +232,9 @@ async def test_wrong_secret_is_dropped_and_counted(ingest: Daemon, dictionary: A
 
 @pytest.mark.asyncio
 async def test_unknown_source_is_dropped_and_counted(
-    daemon_factory: Any, tmp_path: Path, dictionary: Any
+    start_ingest: StartIngest, dictionary: Any
 ) -> None:
-    settings = make_settings(
-        tmp_path,
-        api=NO_API,
-        radius={"clients": [{"name": "other", "address": "127.0.0.2", "secret": SECRET}]},
-    )
-    daemon = await daemon_factory(settings)
+    daemon = await start_ingest(radius={"clients": [client("other", "127.0.0.2")]})
     data = start_packet(dictionary).RequestPacket()
     assert await send_raw(udp_port(daemon), data) is None  # from 127.0.0.1: unknown
     assert daemon.service.stats.dropped["unknown_client"] == 1
@@ -209,15 +243,8 @@ async def test_unknown_source_is_dropped_and_counted(
 
 
 @pytest.mark.asyncio
-async def test_cidr_client_matches_network(
-    daemon_factory: Any, tmp_path: Path, dictionary: Any
-) -> None:
-    settings = make_settings(
-        tmp_path,
-        api=NO_API,
-        radius={"clients": [{"name": "pop", "address": "127.0.0.0/29", "secret": SECRET}]},
-    )
-    daemon = await daemon_factory(settings)
+async def test_cidr_client_matches_network(start_ingest: StartIngest, dictionary: Any) -> None:
+    daemon = await start_ingest(radius={"clients": [client("pop", "127.0.0.0/29")]})
     data = start_packet(dictionary).RequestPacket()
     assert await send_raw(udp_port(daemon), data, source="127.0.0.3") is not None
     [session] = daemon.index.for_user(12345)
@@ -249,23 +276,10 @@ async def test_message_authenticator_verified_when_present(ingest: Daemon, dicti
 
 @pytest.mark.asyncio
 async def test_message_authenticator_required_per_client(
-    daemon_factory: Any, tmp_path: Path, dictionary: Any
+    start_ingest: StartIngest, dictionary: Any
 ) -> None:
-    settings = make_settings(
-        tmp_path,
-        api=NO_API,
-        radius={
-            "clients": [
-                {
-                    "name": "strict",
-                    "address": "127.0.0.1",
-                    "secret": SECRET,
-                    "require_message_authenticator": True,
-                }
-            ]
-        },
-    )
-    daemon = await daemon_factory(settings)
+    strict = client("strict", "127.0.0.1", require_message_authenticator=True)
+    daemon = await start_ingest(radius={"clients": [strict]})
     port = udp_port(daemon)
     assert await send_raw(port, start_packet(dictionary, session="bare").RequestPacket()) is None
     signed = start_packet(dictionary, session="signed")
@@ -376,43 +390,21 @@ async def test_restart_rebuilds_online_set(
     port = udp_port(first)
     for sid in ("x", "y", "z"):
         await send_pyrad(port, start_packet(dictionary, session=sid), dictionary=dictionary)
-    stop = acct_packet(
-        dictionary,
-        User_Name="12345",
-        Acct_Status_Type="Stop",
-        Acct_Session_Id="y",
-        NAS_IP_Address="192.0.2.1",
-        Event_Timestamp=1705316000,
-    )
+    stop = packet(dictionary, "Stop", "y", Event_Timestamp=1705316000)
     await send_pyrad(port, stop, dictionary=dictionary)
     await first.stop()
     second = await daemon_factory(settings)
     assert [s.session_id for s in second.index.for_user(12345)] == ["x", "z"]
     assert second.recovered_sessions == 2
     # a late Interim for the stopped session does not reopen it after the restart either
-    late = acct_packet(
-        dictionary,
-        User_Name="12345",
-        Acct_Status_Type="Interim-Update",
-        Acct_Session_Id="y",
-        NAS_IP_Address="192.0.2.1",
-        Event_Timestamp=1705315500,
-    )
+    late = packet(dictionary, "Interim-Update", "y", Event_Timestamp=1705315500)
     assert await send_pyrad(udp_port(second), late, dictionary=dictionary) is not None
     assert [s.session_id for s in second.index.for_user(12345)] == ["x", "z"]
 
 
 @pytest.mark.asyncio
-async def test_ipv6_listener(daemon_factory: Any, tmp_path: Path, dictionary: Any) -> None:
-    settings = make_settings(
-        tmp_path,
-        api=NO_API,
-        radius={
-            "listen": ["[::1]:0"],
-            "clients": [{"name": "v6", "address": "::1", "secret": SECRET}],
-        },
-    )
-    daemon = await daemon_factory(settings)
+async def test_ipv6_listener(start_ingest: StartIngest, dictionary: Any) -> None:
+    daemon = await start_ingest(radius={"listen": ["[::1]:0"], "clients": [client("v6", "::1")]})
     port = udp_port(daemon)
     data = start_packet(dictionary).RequestPacket()
 
@@ -430,9 +422,8 @@ async def test_ipv6_listener(daemon_factory: Any, tmp_path: Path, dictionary: An
 
 
 @pytest.mark.asyncio
-async def test_busy_port_is_a_clear_startup_error(daemon_factory: Any, tmp_path: Path) -> None:
-    first = await daemon_factory(api=NO_API)
-    port = udp_port(first)
+async def test_busy_port_is_a_clear_startup_error(ingest: Daemon, tmp_path: Path) -> None:
+    port = udp_port(ingest)
     settings = make_settings(
         tmp_path / "other", api=NO_API, radius={"listen": [f"127.0.0.1:{port}"]}
     )
@@ -440,60 +431,42 @@ async def test_busy_port_is_a_clear_startup_error(daemon_factory: Any, tmp_path:
         await Daemon(settings).start()
 
 
-async def _lock_database(path: Path) -> sqlite3.Connection:
-    """Another process holds the journal (the file every acknowledgement is written to)."""
-    conn = sqlite3.connect(journal.journal_path(path), isolation_level=None)
-    conn.execute("BEGIN EXCLUSIVE")
-    return conn
-
-
 @pytest.mark.asyncio
 async def test_locked_database_means_no_answer_until_it_recovers(
-    daemon_factory: Any, tmp_path: Path, dictionary: Any
+    start_ingest: StartIngest, dictionary: Any
 ) -> None:
-    settings = make_settings(tmp_path, api=NO_API, store={"busy_timeout": 0.1})
-    daemon = await daemon_factory(settings)
+    daemon = await start_ingest(store={"busy_timeout": 0.1})
     port = udp_port(daemon)
-    lock = await _lock_database(settings.store.path)
-    try:
+    # another process holds the journal (the file every acknowledgement is written to)
+    with locked(journal.journal_path(db_path(daemon))):
         data = start_packet(dictionary, session="during-lock").RequestPacket()
         assert await send_raw(port, data, timeout=1.0) is None  # not durable: not answered
         assert daemon.service.stats.dropped["store_failed"] >= 1
         assert daemon.readiness()["database"] is False
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
     # the NAS retransmits the same packet: now it is stored and answered (after the writer's
     # retry backoff, at most 2 s between attempts, plus a busy machine's slack)
     reply = await send_raw(port, data, timeout=6.0)
     assert reply is not None and reply[0] == 5
-    assert [r["session_id"] for r in rows(settings.store.path)] == ["during-lock"]
+    assert [r["session_id"] for r in rows(db_path(daemon))] == ["during-lock"]
     assert daemon.readiness()["database"] is True
 
 
 @pytest.mark.asyncio
 async def test_locked_main_database_delays_only_the_fold(
-    daemon_factory: Any, tmp_path: Path, dictionary: Any
+    start_ingest: StartIngest, dictionary: Any
 ) -> None:
     # packets are acknowledged once they are in the journal; a lock on the main database (a
     # backup tool, a sqlite3 shell left open) only holds back the fold into sessions
-    settings = make_settings(tmp_path, api=NO_API, store={"busy_timeout": 0.1})
-    daemon = await daemon_factory(settings)
-    port = udp_port(daemon)
-    lock = sqlite3.connect(settings.store.path, isolation_level=None)
-    lock.execute("BEGIN EXCLUSIVE")
-    try:
+    daemon = await start_ingest(store={"busy_timeout": 0.1})
+    with locked(db_path(daemon)):
         data = start_packet(dictionary, session="main-locked").RequestPacket()
-        reply = await send_raw(port, data, timeout=3.0)
+        reply = await send_raw(udp_port(daemon), data, timeout=3.0)
         assert reply is not None and reply[0] == 5
         with pytest.raises(StoreError):
             await daemon.writer.sync()  # the fold cannot run while the lock is held
         assert daemon.readiness()["database"] is True
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
     await daemon.writer.sync()
-    conn = sqlite3.connect(settings.store.path)
+    conn = sqlite3.connect(db_path(daemon))
     try:
         folded = conn.execute("SELECT session_id FROM sessions").fetchall()
     finally:
@@ -502,23 +475,14 @@ async def test_locked_main_database_delays_only_the_fold(
 
 
 @pytest.mark.asyncio
-async def test_full_queue_drops_unanswered(
-    daemon_factory: Any, tmp_path: Path, dictionary: Any
-) -> None:
-    settings = make_settings(
-        tmp_path, api=NO_API, radius={"queue_size": 2}, store={"busy_timeout": 2.0}
-    )
-    daemon = await daemon_factory(settings)
+async def test_full_queue_drops_unanswered(start_ingest: StartIngest, dictionary: Any) -> None:
+    daemon = await start_ingest(radius={"queue_size": 2}, store={"busy_timeout": 2.0})
     port = udp_port(daemon)
-    lock = await _lock_database(settings.store.path)
     packets = [start_packet(dictionary, session=f"q{i}").RequestPacket() for i in range(6)]
-    try:
+    with locked(journal.journal_path(db_path(daemon))):
         replies = await asyncio.gather(*(send_raw(port, p, timeout=0.5) for p in packets))
         assert replies == [None] * 6
         assert daemon.service.stats.dropped["queue_full"] >= 4
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
 
 
 def test_request_authenticator_helper_matches_rfc() -> None:

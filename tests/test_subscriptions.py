@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.typing import Subprotocol
 
 from radtrack import config
-from radtrack.config import ApiSettings
+from radtrack.api.settings import ApiSettings
 from radtrack.daemon import Daemon
 from tests.conftest import (
     ADMIN_TOKEN,

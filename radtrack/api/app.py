@@ -32,9 +32,9 @@ from radtrack.api.documents import DocumentCache
 from radtrack.api.errors import INTERNAL_MESSAGE, ErrorCode, error_body
 from radtrack.api.handler import GraphQLHandler
 from radtrack.api.limits import BodyTooLarge, Receive, is_json, read_body
-from radtrack.api.resolvers import build_schema
+from radtrack.api.schema import build_schema
+from radtrack.api.settings import ApiSettings
 from radtrack.api.subscriptions import EventHub, LiveEndpoint
-from radtrack.config import ApiSettings
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Bearer tokens and what each may see.
+"""Bearer tokens: who is asking (what each may see is radtrack.api.access).
 
 Tokens are configured as SHA-256 digests (api.tokens); a presented token is hashed and compared
 with every configured digest in constant time, without stopping at a match. Tokens are never
@@ -12,16 +12,12 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from radtrack.config import TokenSettings
-from radtrack.index import UserDirectory
-
-ADMIN = "admin"
-RESELLER = "reseller"
+from radtrack.api.settings import ADMIN, TokenSettings
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is asking: the name of the token (for logs) and what it may see."""
+    """Who is asking: the name of the token (for logs) and its scopes."""
 
     name: str
     scopes: frozenset[str]
@@ -33,14 +29,6 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return ADMIN in self.scopes
-
-    def may_see(self, user_id: int, users: UserDirectory) -> bool:
-        """Admin sees every user; a reseller only the users it owns in the users table."""
-        if self.is_admin:
-            return True
-        if RESELLER in self.scopes and self.reseller_id is not None:
-            return users.reseller_of(user_id) == self.reseller_id
-        return False
 
 
 class TokenVerifier:

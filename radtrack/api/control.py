@@ -9,16 +9,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ariadne import ObjectType
+from ariadne import MutationType, QueryType
 from graphql import GraphQLResolveInfo
 
+from radtrack.api.access import RequestContext, may_see_session, visible_user
 from radtrack.api.errors import ApiError, ErrorCode
-from radtrack.api.resolvers import RequestContext, _visible_user, mutation, query
+from radtrack.api.sessions import attribute_type
 from radtrack.model import Session
 from radtrack.radius.disconnect import DisconnectResult
 from radtrack.store.history import BadCursor
 
-history_session_type = ObjectType("HistorySession")
 HISTORY_FIELDS = {
     "sessionId": "session_id",
     "nasName": "nas_name",
@@ -35,16 +35,9 @@ HISTORY_FIELDS = {
     "duration": "session_time",
 }
 
-
-def _make_getter(name: str) -> Any:
-    def resolve(session: Session, _: GraphQLResolveInfo) -> Any:
-        return getattr(session, name)
-
-    return resolve
-
-
-for _field, _name in HISTORY_FIELDS.items():
-    history_session_type.set_field(_field, _make_getter(_name))
+history_session_type = attribute_type("HistorySession", HISTORY_FIELDS)
+query = QueryType()
+mutation = MutationType()
 
 
 # dict keys are snake_case: the schema is built with convert_names_case
@@ -72,14 +65,7 @@ async def _disconnect(context: RequestContext, session: Session) -> dict[str, An
 async def resolve_disconnect_session(_: None, info: GraphQLResolveInfo, id: str) -> dict[str, Any]:
     context: RequestContext = info.context
     session = context.backend.index.get(id)
-    visible = session is not None and (
-        context.principal.is_admin
-        or (
-            session.user_id is not None
-            and context.principal.may_see(session.user_id, context.backend.users)
-        )
-    )
-    if session is None or not visible:
+    if session is None or not may_see_session(context.principal, session, context.backend.users):
         # the same answer for "no such session" and "not yours": ids are not to be probed
         raise ApiError(ErrorCode.BAD_USER_INPUT, "No online session with that id")
     return await _disconnect(context, session)
@@ -89,7 +75,7 @@ async def resolve_disconnect_session(_: None, info: GraphQLResolveInfo, id: str)
 async def resolve_disconnect_user_sessions(
     _: None, info: GraphQLResolveInfo, user_id: int
 ) -> list[dict[str, Any]]:
-    backend = _visible_user(info, user_id)
+    backend = visible_user(info, user_id)
     context: RequestContext = info.context
     sessions = backend.index.for_user(user_id)
     return list(await asyncio.gather(*(_disconnect(context, s) for s in sessions)))
@@ -97,7 +83,7 @@ async def resolve_disconnect_user_sessions(
 
 @query.field("deviceLimit")
 def resolve_device_limit(_: None, info: GraphQLResolveInfo, user_id: int) -> dict[str, Any]:
-    backend = _visible_user(info, user_id)
+    backend = visible_user(info, user_id)
     online = backend.index.count_for_user(user_id)
     limit = backend.device_limit(user_id)
     return {
@@ -117,7 +103,7 @@ async def resolve_session_history(
     after: str | None = None,
     **window: Any,
 ) -> dict[str, Any]:
-    backend = _visible_user(info, user_id)
+    backend = visible_user(info, user_id)
     page_max = backend.history_page_max
     if not 1 <= first <= page_max:
         raise ApiError(ErrorCode.BAD_USER_INPUT, f"first must be 1 to {page_max}")
@@ -138,3 +124,6 @@ async def resolve_session_history(
 
 def _seconds(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+bindables = (query, mutation, history_session_type)

@@ -18,10 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ariadne import QueryType
 from graphql import GraphQLResolveInfo
 
-from radtrack.api.errors import ApiError, ErrorCode
-from radtrack.api.resolvers import RequestContext, query
+from radtrack.api.access import require_admin
 
 STATIC = Path(__file__).with_name("static")
 
@@ -58,14 +58,17 @@ class StaticFiles:
         return self.files.get(path)
 
 
+query = QueryType()
+
+
 @query.field("stats")
 def resolve_stats(_: None, info: GraphQLResolveInfo) -> dict[str, Any]:
-    context: RequestContext = info.context
-    if not context.principal.is_admin:
-        raise ApiError(ErrorCode.FORBIDDEN, "stats needs an admin token")
-    index = context.backend.index
+    index = require_admin(info, "stats needs an admin token").backend.index
     by_nas = sorted(index.per_nas.items(), key=lambda item: (-item[1], item[0]))
     return {
         "online": len(index),
         "by_nas": [{"nas_name": name, "online": count} for name, count in by_nas],
     }
+
+
+bindables = (query,)

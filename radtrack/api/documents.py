@@ -34,7 +34,7 @@ from graphql.validation import (
 
 from radtrack.api.errors import ErrorCode, format_request_error
 from radtrack.api.limits import check_limits
-from radtrack.config import ApiSettings
+from radtrack.api.settings import ApiSettings
 
 HTTP_OPERATIONS = (OperationType.QUERY, OperationType.MUTATION)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from graphql import ExecutionContext, ExecutionResult, GraphQLError, GraphQLSchema, execute
 
+from radtrack.api.access import RequestContext
 from radtrack.api.auth import Principal
 from radtrack.api.backend import Backend
 from radtrack.api.documents import DocumentCache
@@ -21,8 +22,7 @@ from radtrack.api.errors import (
     format_execution_error,
     format_request_error,
 )
-from radtrack.api.resolvers import RequestContext
-from radtrack.config import ApiSettings
+from radtrack.api.settings import ApiSettings
 
 Response = tuple[int, dict[str, Any]]
 

@@ -50,6 +50,7 @@ from graphql import (
 )
 from starlette.websockets import WebSocket, WebSocketDisconnected
 
+from radtrack.api.access import RequestContext, may_see, require_admin, visible_user
 from radtrack.api.auth import Principal
 from radtrack.api.backend import Backend
 from radtrack.api.documents import DocumentCache
@@ -59,8 +60,7 @@ from radtrack.api.errors import (
     format_execution_error,
     format_request_error,
 )
-from radtrack.api.resolvers import RequestContext, _visible_user
-from radtrack.config import ApiSettings
+from radtrack.api.settings import ApiSettings
 from radtrack.index import UserDirectory
 from radtrack.logs import RateLimiter
 from radtrack.model import ChangeKind, Session, SessionChange
@@ -216,7 +216,7 @@ class EventHub:
             if followers and user_id is not None:
                 for subscription in tuple(followers):
                     # ownership can change after subscribing (upsertUsers): checked per event
-                    if subscription.principal.may_see(user_id, self.users):
+                    if may_see(subscription.principal, user_id, self.users):
                         self._offer(subscription, event)
 
     def _offer(self, subscription: Subscription, event: SessionEvent) -> None:
@@ -258,18 +258,18 @@ def source_session_events(
 ) -> Subscription:
     context: LiveContext = info.context
     if user_id is None:
-        if not context.principal.is_admin:
-            raise ApiError(
-                ErrorCode.FORBIDDEN, "Only an admin token may follow every user; pass a userId"
-            )
+        require_admin(info, "Only an admin token may follow every user; pass a userId")
     else:
-        _visible_user(info, user_id)
+        visible_user(info, user_id)
     return context.hub.subscribe(context.principal, user_id)
 
 
 @subscription_type.field("sessionEvents")
 def resolve_session_events(event: SessionEvent, _: GraphQLResolveInfo, **__: Any) -> SessionEvent:
     return event
+
+
+bindables = (subscription_type, session_event_kind, session_event_type)
 
 
 def format_live_error(error: GraphQLError, debug: bool = False) -> dict[str, Any]:

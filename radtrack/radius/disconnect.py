@@ -26,7 +26,6 @@ from typing import Any
 
 from pyrad.dictionary import Dictionary
 
-from radtrack.config import ClientSettings
 from radtrack.errors import MalformedPacket
 from radtrack.model import Session
 from radtrack.radius.codec import (
@@ -47,6 +46,7 @@ from radtrack.radius.codec import (
     octets,
     zeroed_message_authenticator,
 )
+from radtrack.radius.settings import ClientSettings
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,47 @@
+"""The API's settings: where it listens, its bearer tokens and its limits.
+
+config.py builds them from the ``[api]`` table (and its ``[[api.tokens]]``); the defaults here
+are the ones config.example.toml documents. This module imports no GraphQL: the CLI and the
+config reader use it without loading the API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from radtrack.endpoint import Endpoint
+
+ADMIN = "admin"
+RESELLER = "reseller"
+SCOPES = (ADMIN, RESELLER)
+
+
+def token_digest(token: str) -> bytes:
+    """The SHA-256 digest under which a bearer token is configured (``TokenSettings.sha256``)."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings:
+    name: str
+    sha256: bytes = field(repr=False)
+    scopes: tuple[str, ...]
+    reseller_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    listen: Endpoint | None = Endpoint("127.0.0.1", 8080)
+    tokens: tuple[TokenSettings, ...] = ()
+    introspection: bool = False
+    explorer: bool = False
+    max_body_bytes: int = 65_536
+    max_depth: int = 8
+    max_cost: int = 5_000
+    max_tokens: int = 2_000
+    document_cache: int = 512
+    max_websocket_connections: int = 100
+    max_subscriptions_per_connection: int = 10
+    subscription_queue: int = 1_000
+    subscription_init_timeout: float = 10.0

@@ -1,0 +1,14 @@
+"""Endpoint: the host and port a listener binds (UDP accounting, the HTTP API)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str  # a literal IPv4 or IPv6 address, or "localhost"
+    port: int  # 0 picks a free port
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"

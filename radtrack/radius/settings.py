@@ -1,0 +1,43 @@
+"""The RADIUS side's settings: the NAS clients, the intake and the Disconnect client.
+
+config.py builds them from the ``[radius]`` table (and its ``[[radius.clients]]``); the
+defaults here are the ones config.example.toml documents.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from radtrack.endpoint import Endpoint
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """One NAS (or a network of NASes sharing a secret), matched by UDP source address."""
+
+    name: str
+    network: IPNetwork
+    secret: bytes = field(repr=False)
+    require_message_authenticator: bool = False
+    coa_address: str | None = None  # where Disconnect-Requests go; default: the NAS's address
+    coa_port: int = 3799
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"ClientSettings(name={self.name!r}, network={self.network})"
+
+
+@dataclass(frozen=True, slots=True)
+class RadiusSettings:
+    listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 1813),)
+    clients: tuple[ClientSettings, ...] = ()
+    receive_buffer: int = 4 * 1024 * 1024
+    queue_size: int = 20_000
+    dedup_ttl: float = 30.0
+    dedup_capacity: int = 200_000
+    dictionary: Path | None = None
+    disconnect_timeout: float = 1.0
+    disconnect_attempts: int = 3
