@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from radtrack import config
 from radtrack.api.settings import token_digest
 from radtrack.daemon import Daemon
 from radtrack.radius.dictionary import load as load_dictionary
+from tests.pgserver import PgCluster, PostgresMissing
 
 SECRET = "test-secret-0123456789"
 ADMIN_TOKEN = "admin-token-for-tests"
@@ -177,3 +179,51 @@ async def radclient(
     )
     out, _ = await proc.communicate(text.encode())
     return proc.returncode or 0, out.decode(errors="replace")
+
+
+# --- PostgreSQL (tests/pgserver.py): one cluster for the run, started by the first test that
+# needs it; a fresh database per test. Without PostgreSQL those tests skip and the run's summary
+# says so in red; under CI (CI=true) they fail instead: CI must not skip them.
+
+_PG_MISSING: list[str] = []
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    try:
+        cluster = PgCluster()
+    except PostgresMissing as missing:
+        if _ci():
+            pytest.fail(f"CI: {missing}", pytrace=False)
+        _PG_MISSING.append(str(missing))
+        pytest.skip(f"PostgreSQL missing: {missing}")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: PgCluster) -> Iterator[str]:
+    """The DSN of a new, empty database on the test cluster, dropped after the test."""
+    name = pg_cluster.create_database()
+    yield pg_cluster.dsn(name)
+    pg_cluster.drop_database(name)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _PG_MISSING:
+        skipped = [
+            r for r in terminalreporter.stats.get("skipped", []) if "PostgreSQL" in str(r.longrepr)
+        ]
+        terminalreporter.write_sep(
+            "!",
+            f"PostgreSQL NOT TESTED: {len(skipped)} tests skipped: {_PG_MISSING[0]}",
+            red=True,
+            bold=True,
+        )
