@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from pyrad.dictionary import Dictionary
 
+from radtrack import fastpath
 from radtrack.accounting import Accountant
 from radtrack.errors import MalformedPacket
 from radtrack.logs import RateLimiter
@@ -116,7 +117,7 @@ class AccountingService:
     ) -> None:
         self.settings = settings
         self.clients = ClientTable(settings.clients)
-        self.decoder = codec.AccountingDecoder(dictionary)
+        self.decoder = fastpath.FastAccountingDecoder(dictionary)
         self.accountant = accountant
         self.writer = writer
         self.cache = ResponseCache(settings.dedup_ttl, settings.dedup_capacity)
@@ -176,7 +177,7 @@ class AccountingService:
             self._drop("unknown_client", peer)
             return
         try:
-            packet = codec.decode(data)
+            packet = fastpath.decode(data)
         except MalformedPacket as exc:
             self._drop("malformed", peer, str(exc))
             return

@@ -27,12 +27,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyrad.packet import AcctPacket, PacketError
 
+from radtrack import fastpath
 from radtrack.errors import MalformedPacket
 from radtrack.model import AccountingRequest, StatusType
 from radtrack.radius import codec, dictionary
 
 DICT = dictionary.load()
-DECODER = codec.AccountingDecoder(DICT)
+DECODER = fastpath.FastAccountingDecoder(DICT)  # what the daemon runs
+PLAIN = codec.AccountingDecoder(DICT)  # the plain rules it is checked against
 NOW = 1_700_000_000.5
 NAS_NAME = "nas-a"
 SOURCE_IP = "192.0.2.7"
@@ -569,9 +571,9 @@ def test_decode_keeps_interleaved_repeats_in_wire_order(attrs: list[tuple[int, b
 
 
 def test_the_nas_and_time_remembered_are_those_of_the_client_and_the_packet() -> None:
-    """request() remembers each NAS-IP-Address's identity and the last Event-Timestamp; a
+    """The fast request() remembers each NAS-IP-Address's identity and the last Event-Timestamp; a
     second client sending the same NAS-IP-Address is a NAS of its own."""
-    decoder = codec.AccountingDecoder(DICT)
+    decoder = fastpath.FastAccountingDecoder(DICT)
 
     def request(client: str, timestamp: int, non_utf8: bool = False) -> AccountingRequest:
         attrs = [
@@ -877,21 +879,17 @@ def test_attribute_past_length_is_rejected_though_pyrad_truncates_it() -> None:
 
 
 def walked(data: bytes) -> codec.RawPacket | type[MalformedPacket]:
-    """decode() without the layouts it learned: the attribute walk itself."""
-    saved = dict(codec._LAYOUTS)
-    codec._LAYOUTS.clear()
+    """codec.decode: the plain attribute walk."""
     try:
         return codec.decode(data)
     except MalformedPacket:
         return MalformedPacket
-    finally:
-        codec._LAYOUTS.clear()
-        codec._LAYOUTS.update(saved)
 
 
 def decoded(data: bytes) -> codec.RawPacket | type[MalformedPacket]:
+    """fastpath.decode (by a learned layout when one fits), as a comparable value."""
     try:
-        packet = codec.decode(data)
+        packet = fastpath.decode(data)
     except MalformedPacket:
         return MalformedPacket
     return packet._replace(kept=list(packet.kept))
@@ -920,9 +918,9 @@ def _same_length_variants(rng: random.Random) -> list[bytes]:
 @examples(300)
 @given(batches(_same_length_variants, size=2))
 def test_decoding_by_a_learned_layout_gives_what_the_walk_gives(cases: list[list[bytes]]) -> None:
-    """decode() remembers the layout of each Length and cuts values out at its offsets when a
-    packet's type and length octets match it; whatever matches or not, the result (or the
-    MalformedPacket) is the walk's."""
+    """fastpath.decode remembers the layout of each Length and cuts values out at its offsets
+    when a packet's type and length octets match it; whatever matches or not, the result (or
+    the MalformedPacket) is the walk's (codec.decode)."""
     for variants in cases:
         for data in variants + variants:  # the second round meets the layouts learned
             assert decoded(data) == walked(data)
@@ -1141,3 +1139,58 @@ def test_text_keeps_valid_utf8_as_it_is() -> None:
     assert codec.text("DOMAIN\\user é 中文".encode()) == "DOMAIN\\user é 中文"
     assert codec.text(b"caf\xe9") == "caf\\xe9"  # latin-1 from an old BRAS
     assert codec.text(b"\xff") == "\\xff"
+
+
+def request_fields(
+    decoder: codec.AccountingDecoder, data: bytes
+) -> dict[str, object] | None | type[MalformedPacket]:
+    try:
+        request = decoder.request(codec.decode(data), NAS_NAME, SOURCE_IP, NOW)
+    except MalformedPacket:
+        return MalformedPacket
+    return None if request is None else request._asdict()
+
+
+@examples(300)
+@given(batches(_same_length_variants, size=2))
+def test_the_fast_request_decoder_gives_what_the_plain_rules_give(
+    cases: list[list[bytes]],
+) -> None:
+    """fastpath.FastAccountingDecoder.request against codec.AccountingDecoder.request, field by
+    field, on valid requests and on packets with other values or other octets in the same
+    places (values of the wrong size, texts that are not UTF-8, unknown statuses...); twice, so
+    the second round meets what the fast one remembers (NASes, the last Event-Timestamp)."""
+    fast = fastpath.FastAccountingDecoder(DICT)
+    for variants in cases:
+        for data in variants + variants:
+            assert request_fields(fast, data) == request_fields(PLAIN, data)
+
+
+def test_a_field_reorder_in_the_request_breaks_the_comparison() -> None:
+    """The fast decoder builds an AccountingRequest by position: the plain rules build it by
+    name, so the comparison above sees any reorder. The field order the fast one writes is
+    AccountingRequest's, checked here once by name."""
+    data = accounting_packet(
+        [
+            (codec.ACCT_STATUS_TYPE, struct.pack("!I", 1)),
+            (codec.ACCT_SESSION_ID, b"s1"),
+            (codec.USER_NAME, b"alice"),
+            (codec.NAS_PORT_ID, b"port-7"),
+            (codec.CALLING_STATION_ID, b"calling"),
+            (codec.CALLED_STATION_ID, b"called"),
+            (codec.ACCT_INPUT_OCTETS, struct.pack("!I", 11)),
+            (codec.ACCT_OUTPUT_OCTETS, struct.pack("!I", 22)),
+            (codec.ACCT_INPUT_PACKETS, struct.pack("!I", 33)),
+            (codec.ACCT_OUTPUT_PACKETS, struct.pack("!I", 44)),
+            (codec.ACCT_SESSION_TIME, struct.pack("!I", 55)),
+            (codec.ACCT_INTERIM_INTERVAL, struct.pack("!I", 66)),
+        ],
+        b"s",
+    )
+    request = DECODER.request(codec.decode(data), NAS_NAME, SOURCE_IP, NOW)
+    assert request is not None
+    assert (request.user_name, request.nas_port_id) == ("alice", "port-7")
+    assert (request.calling_station_id, request.called_station_id) == ("calling", "called")
+    assert (request.input_octets, request.output_octets) == (11, 22)
+    assert (request.input_packets, request.output_packets) == (33, 44)
+    assert (request.session_time, request.interim_interval) == (55, 66)
