@@ -242,7 +242,18 @@ class Accountant:
         """The incarnation of ``key`` that ``request`` is a packet of, or None for one not
         known yet: after every known one (or the key is new), or before the first (a packet
         from before a reboot that preceded the first known one, or an older Stop)."""
-        incarnations = self.index.incarnations(key)
+        index = self.index
+        if not index.lineages and not self._reboots:
+            # no key has two sessions and no NAS rebooted (most of the time): the loop below,
+            # written out for the Start and Stop of an online session or of a new key
+            session = index.find(key)
+            if session is None:
+                return None
+            if session.stop_time is None:  # online: no end to be after, no reboot before it
+                if request.status is not _STOP or not self._is_before(session, request):
+                    return session
+                return None
+        incarnations = index.incarnations(key)
         for session in incarnations:
             if not self._is_after(session, request):
                 if session is incarnations[0] and self._is_before(session, request):
@@ -287,8 +298,9 @@ class Accountant:
     def _new_incarnation(self, key: str, request: AccountingRequest, start_time: float) -> Session:
         """A session of ``key`` first seen now: the key's first (its id is the key) or one
         more (filed among its incarnations)."""
-        if not self.index.incarnations(key):
-            return self._new(key, request, start_time)
+        index = self.index
+        if index.find(key) is None and key not in index.lineages:
+            return self._new(key, request, start_time)  # the key's first: the key is its id
         session = self._new(incarnation_id(key, start_time), request, start_time)
         self.index.add_incarnation(session)
         return session
