@@ -15,12 +15,14 @@ import bisect
 
 from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import (
+    KEY_LENGTH,
     AccountingRequest,
     ChangeKind,
     CloseReason,
     Session,
     SessionChange,
     StatusType,
+    incarnation_id,
     session_key,
 )
 
@@ -34,6 +36,14 @@ NAS_REBOOT = "NAS-Reboot"
 # Accounting-On/Off remembered per NAS, so that late packets of a session the reboot ended
 # do not reopen it (DESIGN.md invariant 2); reboots are rare, the last few are enough
 REBOOTS_KEPT = 8
+
+# Acct-Session-Id reuse (see Accountant._place). Where radtrack only guessed a session's end (the
+# stale rule: its last update), a packet is of a later session only by a margin: a Start sent
+# again without Event-Timestamp is dated arrival minus whole seconds of Acct-Delay-Time (RFC 2866
+# §5.2), so two copies differ by up to a second; an Interim's Acct-Session-Time may disagree with
+# its event time by seconds (the NAS counts from the link coming up).
+START_JITTER = 1.0
+SESSION_TIME_SKEW = 60
 
 
 class SharedStrings:
@@ -107,7 +117,8 @@ class Accountant:
             if session is not None and session.stop_time is None:
                 self._recent[slot] = session
                 return self._update_online(session, request)  # the common case: no detour
-            changes = self._interim(request, sid, session)
+            key = session_key(request.nas_key, session_id, request.class_hex)
+            changes = self._interim(request, key, self._place(key, request))
         elif status is _START:
             changes = self._start(request)
         elif status is _STOP:
@@ -155,7 +166,7 @@ class Accountant:
         last_update = session.last_update
         if event_time != last_update:
             if event_time < last_update:
-                return []  # a late Interim: keep the newer counters
+                return self._late(session, request)  # keep the newer counters
         elif (session_time or 0) <= session.session_time:
             return []  # a duplicate Interim
         session.last_update = event_time
@@ -196,9 +207,103 @@ class Accountant:
             return [SessionChange(ChangeKind.UPDATED, session)]
         return [_new_tuple(SessionChange, (_UPDATED, session, True))]  # counters only
 
-    def _lookup(self, request: AccountingRequest) -> tuple[str, Session | None]:
-        sid = session_key(request.nas_key, request.session_id, request.class_hex)
-        return sid, self.index.find(sid)
+    def _late(self, session: Session, request: AccountingRequest) -> list[SessionChange]:
+        """An Interim older than what an online session knows: late news of it (nothing to do),
+        or of an earlier session the NAS has reused its Acct-Session-Id after."""
+        if not self.index.lineages and not self._reboots:
+            return []  # no key has two sessions, nor can it have: the common case, no hashing
+        key = session_key(request.nas_key, request.session_id, request.class_hex)
+        found = self._place(key, request)
+        if found is session:
+            return []
+        return self._interim(request, key, found)
+
+    # -- Acct-Session-Id reuse -------------------------------------------------------------
+    # RFC 2866 §5.5: Acct-Session-Id is unique to a session only "over the reboots" while a NAS
+    # keeps its counter; many restart it at boot (MikroTik, accel-ppp, BRASes), so one key
+    # (NAS, Acct-Session-Id, Class) can name several sessions, one after another. Like
+    # FreeRADIUS's acct_unique with Acct-Session-Start-Time folded in (and Cisco ISE, which opens
+    # a new session for a Start of an id it has closed), each gets its own id: the first keeps
+    # the key (model.incarnation_id). A packet belongs to the incarnation whose span holds its
+    # start: a Start's event time, an Interim's or Stop's implied start (event time minus
+    # Acct-Session-Time, RFC 2866 §5.7); incarnation i spans (end of i-1, end of i]. So a Start
+    # after a Stop, or after an Accounting-On/Off of the NAS (RFC 2866 §5.1: it ends every
+    # session it had open), is a new session; a late Interim or Stop of the old one still finds
+    # the old one (never reopening it), and a retransmitted old Start is a duplicate. An Interim
+    # or Stop whose implied start is after the end is of a new session too, whose Start was lost:
+    # the old session cannot have sent it (its packets all start at its own start), and opening
+    # it keeps a real user visible, where attaching it to the old one would lose that user.
+    # Without Acct-Session-Time there is no implied start: such a packet stays with the current
+    # incarnation (as before). An online session has no end yet: its packets all go to it (a
+    # Start of a reused id reaches a session still online only if the NAS's Stop and
+    # Accounting-On were both lost; the stale rule then closes it, and the next Interim is
+    # after that end).
+    def _place(self, key: str, request: AccountingRequest) -> Session | None:
+        """The incarnation of ``key`` that ``request`` is a packet of, or None for one not
+        known yet: after every known one (or the key is new), or before the first (a packet
+        from before a reboot that preceded the first known one, or an older Stop)."""
+        index = self.index
+        if not index.lineages and not self._reboots:
+            # no key has two sessions and no NAS rebooted (most of the time): the loop below,
+            # written out for the Start and Stop of an online session or of a new key
+            session = index.find(key)
+            if session is None:
+                return None
+            if session.stop_time is None:  # online: no end to be after, no reboot before it
+                if request.status is not _STOP or not self._is_before(session, request):
+                    return session
+                return None
+        incarnations = index.incarnations(key)
+        for session in incarnations:
+            if not self._is_after(session, request):
+                if session is incarnations[0] and self._is_before(session, request):
+                    return None
+                return session
+        return None
+
+    def _is_after(self, session: Session, request: AccountingRequest) -> bool:
+        """Is ``request`` of a session that started after ``session`` ended?"""
+        if request.status is _START:
+            at, slack = request.event_time, START_JITTER
+        elif request.session_time is None:
+            return False  # no implied start: no evidence of another session
+        else:
+            at, slack = request.event_time - request.session_time, SESSION_TIME_SKEW
+        reboot = self._reboot_after(session)
+        if reboot is not None and reboot[0] <= at:
+            return True  # the NAS rebooted in between (a session starting then is after it)
+        reason = session.close_reason
+        if reason is None:
+            return False  # online: no end yet
+        stop_time = session.stop_time
+        assert stop_time is not None
+        if reason == CloseReason.STOP:
+            return at > stop_time  # the NAS said when it ended
+        if reason == CloseReason.STALE:
+            return at - stop_time > slack  # the end is radtrack's guess: its last update
+        return at >= stop_time  # Accounting-On/Off no longer remembered: its stop time is it
+
+    def _is_before(self, session: Session, request: AccountingRequest) -> bool:
+        """Is ``request`` of a session that ended before ``session`` started: a reboot of the
+        NAS in between, or a Stop dated before the Start of ``session``?"""
+        at = request.event_time - (request.session_time or 0)
+        for reboot_at, _ in self._reboots.get(session.nas_key, ()):
+            if at < reboot_at <= session.start_time:
+                return True
+        if request.status is not _STOP:
+            return False
+        slack = START_JITTER if session.start_seen else SESSION_TIME_SKEW
+        return request.event_time < session.start_time - slack
+
+    def _new_incarnation(self, key: str, request: AccountingRequest, start_time: float) -> Session:
+        """A session of ``key`` first seen now: the key's first (its id is the key) or one
+        more (filed among its incarnations)."""
+        index = self.index
+        if index.find(key) is None and key not in index.lineages:
+            return self._new(key, request, start_time)  # the key's first: the key is its id
+        session = self._new(incarnation_id(key, start_time), request, start_time)
+        self.index.add_incarnation(session)
+        return session
 
     def _new(self, sid: str, request: AccountingRequest, start_time: float) -> Session:
         user_name = request.user_name
@@ -258,14 +363,17 @@ class Accountant:
 
     def _start(self, request: AccountingRequest) -> list[SessionChange]:
         # RFC 2866 §5.1: Start marks the beginning of the user's service
-        sid, session = self._lookup(request)
+        key = session_key(request.nas_key, request.session_id, request.class_hex)
+        session = self._place(key, request)
         if session is None:
-            session = self._new(sid, request, request.event_time)
+            session = self._new_incarnation(key, request, request.event_time)
             session.start_seen = True
             session.connect_info_start = request.connect_info
             return self._open_unless_rebooted(session)
         if session.start_seen:
             return []  # a duplicate Start: nothing new
+        if request.event_time < session.start_time - SESSION_TIME_SKEW:
+            return []  # long before the start its packets imply: an earlier session's
         # the Start arrives after an Interim or a Stop of the same session: it knows the start
         session.start_seen = True
         session.start_time = request.event_time
@@ -274,21 +382,23 @@ class Accountant:
         return [SessionChange(ChangeKind.UPDATED, session)]  # never reopens a closed session
 
     def _interim(
-        self, request: AccountingRequest, sid: str, session: Session | None
+        self, request: AccountingRequest, key: str, session: Session | None
     ) -> list[SessionChange]:
-        # RFC 2869 §2.1 / RFC 2866 §5.1: Interim-Update carries the running counters (an online
-        # session's: _update_online)
+        # RFC 2869 §2.1 / RFC 2866 §5.1: Interim-Update carries the running counters
         if session is None:
             # the Start was lost: open the session from what the Interim knows
-            session = self._new(sid, request, _start_from(request))
+            session = self._new_incarnation(key, request, _start_from(request))
             return self._open_unless_rebooted(session)
+        if session.stop_time is None:
+            self._recent[hash(session.session_id) & _RECENT_MASK] = session
+            return self._update_online(session, request)
         if not _is_newer(session, request):
             return []  # a late or duplicate Interim: keep the newer counters
-        # a closed session (handle() gives an online one to _update_online)
         if session.close_reason == CloseReason.STOP:
             return []  # an Interim after the Stop does not reopen it
         reboot = self._reboot_after(session)
-        if session.close_reason != CloseReason.STALE or reboot is not None:
+        current = self.index.incarnations(key)[-1] is session
+        if session.close_reason != CloseReason.STALE or reboot is not None or not current:
             # a NAS reboot ended it, and this Interim, sent before the reboot, arrives late:
             # it brings newer counters but does not reopen the session
             session_time = session.session_time
@@ -297,6 +407,9 @@ class Accountant:
             _take_counters(session, request)
             if reboot is not None:
                 self._close_by_reboot(session, reboot)
+            elif session.close_reason == CloseReason.STALE:
+                # a newer session took its id: it was alive until this update, then ended
+                session.stop_time = session.last_update
             else:  # the reboot that closed it is no longer remembered (restarted since)
                 session.session_time = max(session.session_time, session_time)
             return [SessionChange(ChangeKind.UPDATED, session)]
@@ -311,10 +424,11 @@ class Accountant:
 
     def _stop(self, request: AccountingRequest) -> list[SessionChange]:
         # RFC 2866 §5.1: Stop ends the session and carries the final counters and cause
-        sid, session = self._lookup(request)
+        key = session_key(request.nas_key, request.session_id, request.class_hex)
+        session = self._place(key, request)
         if session is None:
             # the Start (and every Interim) was lost: record the closed session all the same
-            session = self._new(sid, request, _start_from(request))
+            session = self._new_incarnation(key, request, _start_from(request))
             self._finish(session, request)
             self.index.remember_closed(session)
             return [SessionChange(ChangeKind.STOPPED, session)]
@@ -410,6 +524,8 @@ class Accountant:
                 # its stop time is a reboot of its NAS: late packets must not reopen sessions
                 at = session.stop_time or session.last_update
                 self._remember_reboot(session.nas_key, (at, CloseReason(session.close_reason)))
+        if len(session.id) != KEY_LENGTH or session.id in self.index.lineages:
+            self.index.add_incarnation(session)  # one of several sessions of its key (reused)
 
     def reload(self, session_id: str, stored: Session | None, now: float) -> None:
         """Put one session back to what the store holds (``stored``, None: nothing): the

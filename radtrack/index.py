@@ -8,11 +8,12 @@ there is one dict by id, one dict entry per user (its sessions chained through
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from radtrack.model import Session, User
+from radtrack.model import KEY_LENGTH, Session, User
 
 
 class UserDirectory:
@@ -94,6 +95,11 @@ class SessionIndex:
     Closed sessions are kept (at most ``closed_capacity``, oldest evicted first) so that a late
     Interim-Update or Start after a Stop does not reopen the session (RFC 2866 §5.1 ordering is
     not guaranteed on UDP) and a late Start can still complete the closed record.
+
+    A NAS may reuse an Acct-Session-Id (its counter restarts at boot): one key (NAS,
+    Acct-Session-Id, Class) then has several sessions, its incarnations, each with its own id
+    (model.incarnation_id). For those keys only, ``_lineages`` holds the incarnations in memory,
+    oldest first; every other key has one, found by its id, which is the key.
     """
 
     def __init__(self, closed_capacity: int = 100_000) -> None:
@@ -105,6 +111,8 @@ class SessionIndex:
         # online sessions per NAS name; a plain dict: a Counter's item assignment goes through
         # a Python-level slot (it defines __delitem__), ~5x slower per session opened
         self.per_nas: dict[str, int] = {}
+        # key -> its incarnations in memory (online or closed), by start time: reused keys only
+        self.lineages: dict[str, list[Session]] = {}
 
     # -- reads (API, metrics) -------------------------------------------------------------
     def __len__(self) -> int:
@@ -120,6 +128,15 @@ class SessionIndex:
     def find(self, session_id: str) -> Session | None:
         """An online or recently closed session by its opaque id."""
         return self._online.get(session_id) or self._closed.get(session_id)
+
+    def incarnations(self, key: str) -> Sequence[Session]:
+        """The sessions of a key (NAS, Acct-Session-Id, Class) in memory, oldest first; the last
+        is the current one, which later packets of the key find."""
+        lineage = self.lineages.get(key)
+        if lineage is not None:
+            return lineage
+        session = self._online.get(key) or self._closed.get(key)
+        return () if session is None else (session,)
 
     def for_user(self, user_id: int) -> list[Session]:
         """The online sessions of a user, oldest first."""
@@ -174,7 +191,30 @@ class SessionIndex:
         self._closed[session.id] = session
         self._closed.move_to_end(session.id)
         while len(self._closed) > self.closed_capacity:
-            self._closed.popitem(last=False)
+            _, evicted = self._closed.popitem(last=False)
+            if self.lineages:
+                self._forget_incarnation(evicted)
+
+    def add_incarnation(self, session: Session) -> None:
+        """File a session whose key already has one (or, at start-up, whose id says it is a
+        later incarnation) among its key's incarnations; add_online or remember_closed too."""
+        key = session.id[:KEY_LENGTH]
+        lineage = self.lineages.get(key)
+        if lineage is None:
+            lineage = self.lineages[key] = []
+            first = self._online.get(key) or self._closed.get(key)
+            if first is not None and first is not session:
+                lineage.append(first)
+        if session not in lineage:
+            bisect.insort(lineage, session, key=_start_time)
+
+    def _forget_incarnation(self, session: Session) -> None:
+        key = session.id[:KEY_LENGTH]
+        lineage = self.lineages.get(key)
+        if lineage is not None and session in lineage:
+            lineage.remove(session)
+            if not lineage:
+                del self.lineages[key]
 
     def forget(self, session: Session) -> None:
         """Drop a session from the live state, online or closed (its store row was rejected)."""
@@ -183,6 +223,8 @@ class SessionIndex:
             self._unlink(session)
         if self._closed.get(session.id) is session:
             del self._closed[session.id]
+        if self.lineages:
+            self._forget_incarnation(session)
 
     def set_user(self, session: Session, user_id: int | None) -> None:
         """Re-file an online session under another user id (after a users-table change)."""
@@ -221,6 +263,10 @@ class SessionIndex:
                         break
                     previous = following
         session.next_of_user = None
+
+
+def _start_time(session: Session) -> float:
+    return session.start_time
 
 
 def _start_key(session: Session) -> tuple[float, str]:

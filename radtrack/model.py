@@ -91,6 +91,20 @@ def session_key(nas_key: str, session_id: str, class_hex: str | None) -> str:
     return digest.hexdigest()
 
 
+# Length of a session_key(); the id of a later incarnation of the same key is longer
+KEY_LENGTH = 24
+
+
+def incarnation_id(key: str, start_time: float) -> str:
+    """The id of a later session under an already used ``key`` (the NAS reused its
+    Acct-Session-Id, e.g. after a reboot): the key, then BLAKE2b-48 of "<key>\\0<start time>",
+    like FreeRADIUS's acct_unique with Acct-Session-Start-Time folded in. The first session of a
+    key keeps the key itself as its id, so rows written before id reuse was known stay valid;
+    ``id[:KEY_LENGTH]`` is the key of either."""
+    digest = hashlib.blake2b(f"{key}\x00{start_time!r}".encode(), digest_size=6)
+    return f"{key}.{digest.hexdigest()}"
+
+
 # Column order of the ``sessions`` table; Session.row() and Session.from_row() follow it.
 SESSION_COLUMNS: tuple[str, ...] = (
     "id",

@@ -398,9 +398,179 @@ def test_stop_after_stale_close_records_the_stop(acct: Accountant) -> None:
 def test_stop_closed_session_is_never_reopened(acct: Accountant) -> None:
     feed(acct, start(), stop(60))
     acct.expire(T0 + 10_000)
-    assert acct.handle(interim(5000)) == []
-    assert acct.handle(start(T0 + 6000, session_id="s1")) == []  # the Start was already seen
+    assert acct.handle(interim(5000)) == []  # its implied start is the old session's
     assert len(acct.index) == 0
+    # a Start long after the Stop is another session under the same Acct-Session-Id (issue 19)
+    assert kinds(acct.handle(start(T0 + 6000))) == [ChangeKind.STARTED]
+    old = found(acct)
+    assert (old.online, old.stop_time) == (False, T0 + 60)
+    assert [s.id for s in acct.index] != [old.id]
+
+
+# -- Acct-Session-Id reuse (issue 19, RFC 2866 §5.5) ------------------------------------------
+def online_ids(acct: Accountant) -> list[str]:
+    return [s.id for s in acct.index.for_user(12345)]
+
+
+def test_start_after_accounting_on_is_a_new_session_under_the_same_id(acct: Accountant) -> None:
+    # the issue's sequence: the NAS rebooted and its counter gave X1 out again
+    feed(acct, start(session_id="X1"), reboot(T0 + 100))
+    changes = acct.handle(start(T0 + 200, session_id="X1"))
+    assert kinds(changes) == [ChangeKind.STARTED]
+    new = changes[0].session
+    old = found(acct, sid_of("X1"))  # the first session keeps the id it always had
+    assert online_ids(acct) == [new.id] and new.id != old.id
+    assert (new.start_time, new.session_id, new.start_seen) == (T0 + 200, "X1", True)
+    assert (old.stop_time, old.close_reason) == (T0 + 100, "accounting-on")
+    assert acct.index.incarnations(sid_of("X1")) == [old, new]
+    # its Interims find it, through the hot path and without it
+    assert kinds(acct.handle(interim(260, session_id="X1", session_time=60))) == [
+        ChangeKind.UPDATED
+    ]
+    assert (new.session_time, new.last_update, old.session_time) == (60, T0 + 260, 100)
+
+
+def test_start_after_accounting_off_is_a_new_session(acct: Accountant) -> None:
+    feed(acct, start(), reboot(T0 + 100, status=StatusType.ACCOUNTING_OFF))
+    assert kinds(acct.handle(start(T0 + 100))) == [ChangeKind.STARTED]  # at the very moment
+    assert len(online_ids(acct)) == 1 and found(acct).close_reason == "accounting-off"
+
+
+def test_start_after_stop_is_a_new_session_and_the_old_stays_closed(acct: Accountant) -> None:
+    feed(acct, start(session_id="X2"), stop(50, session_id="X2"))
+    changes = acct.handle(start(T0 + 300, session_id="X2"))
+    assert kinds(changes) == [ChangeKind.STARTED]
+    old = found(acct, sid_of("X2"))
+    assert online_ids(acct) == [changes[0].session.id]
+    assert (old.online, old.stop_time, old.session_time) == (False, T0 + 50, 50)
+
+
+def test_late_packets_of_the_old_session_touch_neither_session(acct: Accountant) -> None:
+    feed(acct, start(), interim(60), reboot(T0 + 100))
+    acct.handle(start(T0 + 200))
+    old = found(acct)
+    new = acct.index.incarnations(sid_of())[-1]
+    acct.handle(interim(230, session_time=30))  # the new one's first Interim: in the hot path
+    before = new.row()
+    # sent before the reboot, delivered now: the old session's newer counters, still closed
+    assert kinds(acct.handle(interim(90))) == [ChangeKind.UPDATED]
+    assert (old.online, old.input_octets, old.stop_time) == (False, 90_000, T0 + 100)
+    assert kinds(acct.handle(stop(95))) == [ChangeKind.UPDATED]  # its Stop, late: recorded
+    assert (old.online, old.close_reason, old.stop_time) == (False, "stop", T0 + 95)
+    assert acct.handle(interim(60)) == [] and acct.handle(stop(95)) == []  # duplicates
+    assert new.row() == before and online_ids(acct) == [new.id]
+
+
+def test_late_stop_of_a_stopped_session_after_the_new_start_changes_nothing(
+    acct: Accountant,
+) -> None:
+    feed(acct, start(), stop(50), start(T0 + 300))
+    new = acct.index.incarnations(sid_of())[-1]
+    before = (found(acct).row(), new.row())
+    assert acct.handle(interim(40)) == []
+    assert acct.handle(stop(50)) == []
+    assert (found(acct).row(), new.row()) == before and online_ids(acct) == [new.id]
+
+
+def test_retransmitted_old_start_opens_nothing(acct: Accountant) -> None:
+    feed(acct, start(), reboot(T0 + 100), start(T0 + 200))
+    before = [s.row() for s in acct.index.incarnations(sid_of())]
+    assert acct.handle(start()) == []
+    assert acct.handle(start(T0 + 200)) == []  # and the new one's Start again: a duplicate
+    assert [s.row() for s in acct.index.incarnations(sid_of())] == before
+    assert len(online_ids(acct)) == 1
+
+
+def test_old_start_arriving_after_the_new_one_is_recorded_closed(acct: Accountant) -> None:
+    # the reboot and the new session came first; the old Start was held up
+    feed(acct, reboot(T0 + 100), start(T0 + 200))
+    new = found(acct)  # the first one seen takes the key as its id
+    assert kinds(acct.handle(start())) == [ChangeKind.STOPPED]
+    old, current = acct.index.incarnations(sid_of())
+    assert current is new and new.online
+    assert (old.start_time, old.stop_time, old.close_reason) == (T0, T0 + 100, "accounting-on")
+    assert acct.handle(start()) == []
+
+
+def test_interim_of_a_new_session_whose_start_was_lost_opens_it(acct: Accountant) -> None:
+    # implied start T0+250: after the Stop at T0+50, so not the old session's packet
+    feed(acct, start(), stop(50))
+    assert kinds(acct.handle(interim(310, session_time=60))) == [ChangeKind.STARTED]
+    new = acct.index.incarnations(sid_of())[-1]
+    assert (new.online, new.start_time) == (True, T0 + 250)
+    assert kinds(acct.handle(start(T0 + 250))) == [ChangeKind.UPDATED]  # the lost Start, late
+    assert new.start_seen and new.online
+    # after a reboot: every Interim dated after it
+    feed(acct, start(session_id="r"), reboot(T0 + 400))
+    assert kinds(acct.handle(interim(430, session_id="r", session_time=20))) == [ChangeKind.STARTED]
+
+
+def test_stop_of_a_new_session_whose_packets_were_lost_records_it(acct: Accountant) -> None:
+    feed(acct, start(), stop(50))
+    assert kinds(acct.handle(stop(400, session_time=100))) == [ChangeKind.STOPPED]
+    old, new = acct.index.incarnations(sid_of())
+    assert (old.stop_time, new.start_time, new.stop_time) == (T0 + 50, T0 + 300, T0 + 400)
+    assert len(acct.index) == 0
+
+
+def test_stale_session_still_reopens_for_its_own_packets(acct: Accountant) -> None:
+    feed(acct, start(), interim(60))
+    acct.expire(T0 + 60 + 1800)
+    # implied start T0: the stale session's own Interim, late: it was online all along
+    assert kinds(acct.handle(interim(1900))) == [ChangeKind.STARTED]
+    assert online_ids(acct) == [sid_of()]
+    acct.expire(T0 + 1900 + 1800)
+    # implied start T0+3000, long after its last update: another session under its id
+    assert kinds(acct.handle(interim(3100, session_time=100))) == [ChangeKind.STARTED]
+    old, new = acct.index.incarnations(sid_of())
+    assert (old.online, old.close_reason, new.online) == (False, "stale", True)
+
+
+def test_late_interim_of_a_stale_session_replaced_since_does_not_reopen_it(
+    acct: Accountant,
+) -> None:
+    feed(acct, start(), interim(60))
+    acct.expire(T0 + 60 + 1800)
+    acct.handle(start(T0 + 3000))  # a new session under the id
+    assert kinds(acct.handle(interim(120))) == [ChangeKind.UPDATED]
+    old, new = acct.index.incarnations(sid_of())
+    assert (old.online, old.stop_time, old.session_time) == (False, T0 + 120, 120)
+    assert online_ids(acct) == [new.id]
+
+
+def test_later_sessions_ids_are_stable_and_distinct() -> None:
+    def run() -> list[str]:
+        acct = Accountant(SessionIndex(), UserDirectory())
+        feed(acct, start(), stop(50), start(T0 + 300), stop(350, session_time=50), start(T0 + 600))
+        return [s.id for s in acct.index.incarnations(sid_of())]
+
+    ids = run()
+    assert ids == run() and len(set(ids)) == 3 and ids[0] == sid_of()
+    assert all(i.startswith(sid_of()) for i in ids)
+
+
+def test_reused_id_survives_a_restart(acct: Accountant, users: UserDirectory) -> None:
+    feed(acct, start(), reboot(T0 + 100), start(T0 + 200), interim(260, session_time=60))
+    rows = [s.row() for s in acct.index.incarnations(sid_of())]
+    restarted = Accountant(SessionIndex(), users)
+    for row in reversed(rows):  # recovery gives the open sessions first
+        restarted.restore(Session.from_row(row))
+    assert [s.row() for s in restarted.index.incarnations(sid_of())] == rows
+    assert kinds(restarted.handle(interim(320, session_time=120))) == [ChangeKind.UPDATED]
+    assert kinds(restarted.handle(interim(90))) == [ChangeKind.UPDATED]  # the old one's, late
+    old, new = restarted.index.incarnations(sid_of())
+    assert (new.session_time, new.online, old.online, old.session_time) == (120, True, False, 100)
+
+
+def test_closed_capacity_evicts_old_incarnations_too() -> None:
+    acct = Accountant(SessionIndex(closed_capacity=2), UserDirectory())
+    feed(acct, start(), stop(50), start(T0 + 300), stop(350, session_time=50), start(T0 + 600))
+    feed(acct, start(session_id="a"), stop(10, session_id="a"))
+    feed(acct, start(session_id="b"), stop(10, session_id="b"))
+    (current,) = acct.index.incarnations(sid_of())  # the closed ones left the set
+    assert current.online and current.start_time == T0 + 600
+    feed(acct, start(session_id="c"), stop(10, session_id="c"))
+    assert acct.index.incarnations(sid_of()) == [current]
 
 
 # -- session identity (DESIGN.md) ----------------------------------------------------------------
