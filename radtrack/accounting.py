@@ -26,10 +26,7 @@ from radtrack.model import (
     session_key,
 )
 
-_new_tuple = tuple.__new__  # builds a NamedTuple in C (its own __new__ is a Python function)
 _INTERIM_UPDATE, _START, _STOP = StatusType.INTERIM_UPDATE, StatusType.START, StatusType.STOP
-_UPDATED = ChangeKind.UPDATED
-_RECENT_MASK = (1 << 17) - 1  # Accountant._recent: 131,072 slots (1 MiB)
 
 # Acct-Terminate-Cause recorded for sessions closed by Accounting-On/Off (as FreeRADIUS does)
 NAS_REBOOT = "NAS-Reboot"
@@ -90,34 +87,17 @@ class Accountant:
         # a decoded packet's strings are its own; a session keeps shared ones instead (memory:
         # docs/performance.md), and an Interim's equal value leaves the session's in place
         self.shared = SharedStrings()
-        # online sessions that sent an Interim lately, by hash of their Acct-Session-Id (a
-        # direct-mapped table: bounded, and a session closed leaves it, so it keeps nothing
-        # alive): their ids, without hashing per packet
-        self._recent: list[Session | None] = [None] * (_RECENT_MASK + 1)
 
     # -- packets ---------------------------------------------------------------------------
     def handle(self, request: AccountingRequest) -> list[SessionChange]:
+        """Apply one request; the SessionChanges it caused (none: nothing new, e.g. a
+        duplicate). The daemon runs fastpath.FastAccountant, which gives the same."""
         status = request.status
         if status is _INTERIM_UPDATE:
-            # the id of an online session that sent an Interim lately: its own (ids are a
-            # function of these three), without hashing again
-            session_id = request.session_id
-            slot = hash(session_id) & _RECENT_MASK
-            recent = self._recent[slot]
-            if (
-                recent is not None
-                and recent.session_id == session_id
-                and recent.nas_key == request.nas_key
-                and recent.class_hex == request.class_hex
-            ):
-                sid = recent.id
-            else:
-                sid = session_key(request.nas_key, session_id, request.class_hex)
-            session = self.index.find(sid)
+            key = session_key(request.nas_key, request.session_id, request.class_hex)
+            session = self.index.find(key)
             if session is not None and session.stop_time is None:
-                self._recent[slot] = session
-                return self._update_online(session, request)  # the common case: no detour
-            key = session_key(request.nas_key, session_id, request.class_hex)
+                return self._update(session, request)  # 80 % of all packets
             changes = self._interim(request, key, self._place(key, request))
         elif status is _START:
             changes = self._start(request)
@@ -134,78 +114,18 @@ class Accountant:
             )
         return changes
 
-    def _update_online(self, session: Session, request: AccountingRequest) -> list[SessionChange]:
-        """An Interim-Update of an online session (80 % of all packets): what ``_interim`` and
-        ``handle`` do for it, written out in one function because it runs once per packet."""
-        # the fields as locals in one step: a NamedTuple's field access is a generic attribute
-        # lookup (not specialized), its [:] an exact tuple that unpacks in one instruction
-        (
-            _,
-            _,
-            _,
-            _,
-            _,
-            event_time,
-            user_name,
-            _,
-            nas_port_id,
-            nas_port_type,
-            calling_station_id,
-            called_station_id,
-            framed_ip,
-            _,
-            session_time,
-            input_octets,
-            output_octets,
-            input_packets,
-            output_packets,
-            _,
-            interim_interval,
-            received_at,
-        ) = request[:]
-        last_update = session.last_update
-        if event_time != last_update:
-            if event_time < last_update:
-                return self._late(session, request)  # keep the newer counters
-        elif (session_time or 0) <= session.session_time:
+    def _update(self, session: Session, request: AccountingRequest) -> list[SessionChange]:
+        """An Interim-Update of an online session: its running counters (RFC 2869 §2.1)."""
+        if request.event_time < session.last_update:
+            return self._late(session, request)
+        if not _is_newer(session, request):
             return []  # a duplicate Interim
-        session.last_update = event_time
-        # _merge_attributes; an equal value: the session's own (shared) one stays
-        learned_user = user_name is not None and session.user_name is None
-        if learned_user:
-            session.user_name = user_name
-        if nas_port_id is not None and nas_port_id != session.nas_port_id:
-            session.nas_port_id = self.shared.share(nas_port_id)
-        if nas_port_type is not None:
-            session.nas_port_type = nas_port_type
-        if calling_station_id is not None and calling_station_id != session.calling_station_id:
-            session.calling_station_id = calling_station_id
-        if called_station_id is not None and called_station_id != session.called_station_id:
-            session.called_station_id = self.shared.share(called_station_id)
-        if framed_ip is not None and framed_ip != session.framed_ip:
-            session.framed_ip = framed_ip
-        if interim_interval:
-            session.interim_interval = interim_interval
-        # _take_counters
-        if session_time is not None:
-            session.session_time = session_time
-        if input_octets is not None:
-            session.input_octets = input_octets
-        if output_octets is not None:
-            session.output_octets = output_octets
-        if input_packets is not None:
-            session.input_packets = input_packets
-        if output_packets is not None:
-            session.output_packets = output_packets
-        seen = received_at or event_time
-        if seen > session.last_seen:
-            session.last_seen = seen
-        if learned_user:
-            # the first packet had no User-Name: map the user now, as if it had; then the user
-            # columns change and the whole row is written
-            self.index.set_user(session, self.users.resolve(session.user_name, session.class_hex))
-            return [SessionChange(ChangeKind.UPDATED, session)]
-        return [_new_tuple(SessionChange, (_UPDATED, session, True))]  # counters only
+        session.last_update = request.event_time
+        learned_user = self._merge(session, request)
+        _take_counters(session, request)
+        session.last_seen = max(session.last_seen, request.received_at or request.event_time)
+        # only counter columns changed, unless the User-Name came now: then the whole row
+        return [SessionChange(ChangeKind.UPDATED, session, not learned_user)]
 
     def _late(self, session: Session, request: AccountingRequest) -> list[SessionChange]:
         """An Interim older than what an online session knows: late news of it (nothing to do),
@@ -390,8 +310,7 @@ class Accountant:
             session = self._new_incarnation(key, request, _start_from(request))
             return self._open_unless_rebooted(session)
         if session.stop_time is None:
-            self._recent[hash(session.session_id) & _RECENT_MASK] = session
-            return self._update_online(session, request)
+            return self._update(session, request)
         if not _is_newer(session, request):
             return []  # a late or duplicate Interim: keep the newer counters
         if session.close_reason == CloseReason.STOP:
@@ -444,9 +363,7 @@ class Accountant:
         return [SessionChange(ChangeKind.STOPPED, session)]
 
     def _forget_recent(self, session: Session) -> None:
-        slot = hash(session.session_id) & _RECENT_MASK
-        if self._recent[slot] is session:
-            self._recent[slot] = None
+        """A session is no longer online (fastpath.FastAccountant's table forgets it)."""
 
     def _finish(self, session: Session, request: AccountingRequest) -> None:
         session.stop_time = request.event_time

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from radtrack import config as config_mod
-from radtrack.accounting import Accountant
 from radtrack.config import Settings
 from radtrack.errors import ConfigError, RadtrackError, StoreError
+from radtrack.fastpath import FastAccountant
 from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import ChangeKind, Session, SessionChange, User
 from radtrack.radius import dictionary as dictionary_mod
@@ -62,7 +62,7 @@ class Daemon:
             pattern=settings.users.pattern,
             pattern_attribute=settings.users.pattern_attribute,
         )
-        self.accountant = Accountant(
+        self.accountant = FastAccountant(
             self.index,
             self.users,
             default_interim_interval=settings.sessions.default_interim_interval,

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from radtrack.accounting import NAS_REBOOT, Accountant
+from radtrack.fastpath import FastAccountant
 from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import (
     AccountingRequest,
@@ -84,9 +85,11 @@ def users() -> UserDirectory:
     return UserDirectory()
 
 
-@pytest.fixture
-def acct(users: UserDirectory) -> Accountant:
-    return Accountant(SessionIndex(), users, default_interim_interval=600, stale_multiple=3.0)
+@pytest.fixture(params=[Accountant, FastAccountant], ids=["plain", "fast"])
+def acct(request: pytest.FixtureRequest, users: UserDirectory) -> Accountant:
+    """Every rule test runs on the plain rules and on the fast path the daemon runs."""
+    kind: type[Accountant] = request.param
+    return kind(SessionIndex(), users, default_interim_interval=600, stale_multiple=3.0)
 
 
 def kinds(changes: list[Any]) -> list[ChangeKind]:

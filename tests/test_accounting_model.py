@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -58,6 +60,7 @@ from hypothesis.stateful import (
 )
 
 from radtrack.accounting import NAS_REBOOT, Accountant
+from radtrack.fastpath import FastAccountant
 from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import (
     SESSION_COLUMNS,
@@ -188,7 +191,8 @@ def truth(plan_list: list[Plan], reboots: tuple[list[tuple[int, StatusType]], ..
     for nas, nas_reboots in zip(NASES, reboots, strict=True):
         for at, status in nas_reboots:
             add(None, AccountingRequest(status, nas.key, nas.name, nas.ip, "", at + 0.5))
-    reboot_packets = {p.request.event_time: p.number for p in packets}
+    # (NAS, time) -> the reboot's packet (two NASes may reboot at the same moment)
+    reboot_packets = {(p.request.nas_key, p.request.event_time): p.number for p in packets}
     for first in plan_list:
         nas = NASES[first.nas]
         interval = nas.interval or DEFAULT_INTERVAL
@@ -218,7 +222,7 @@ def truth(plan_list: list[Plan], reboots: tuple[list[tuple[int, StatusType]], ..
                     end, after = sent[-1].event_time, packets[-1].number
                 else:
                     assert cut is not None
-                    end, after = cut, reboot_packets[cut]
+                    end, after = cut, reboot_packets[(nas.key, cut)]
                 packets[after] = replace(packets[after], kept=True)
                 plan = replace(first, t0=int(end) + first.again)
                 incarnation += 1
@@ -239,14 +243,27 @@ class Expected:
     counters: tuple[int, int, int, int, int]
 
 
+T = TypeVar("T")
+
+
 class AccountingModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.users = UserDirectory()
         self.users.upsert(User(7, "alice"))
         self.index = SessionIndex()
-        self.accountant = Accountant(
+        # the fast path the daemon runs, checked against the model; the plain rules beside it
+        # get every packet too, and must make the same changes (the differential test of
+        # radtrack/fastpath.py on this traffic)
+        self.accountant = FastAccountant(
             self.index,
+            self.users,
+            default_interim_interval=DEFAULT_INTERVAL,
+            stale_multiple=STALE_MULTIPLE,
+        )
+        self.plain_index = SessionIndex()
+        self.plain = Accountant(
+            self.plain_index,
             self.users,
             default_interim_interval=DEFAULT_INTERVAL,
             stale_multiple=STALE_MULTIPLE,
@@ -257,6 +274,20 @@ class AccountingModel(RuleBasedStateMachine):
         self.stale_marks: dict[tuple[str, int], float] = {}
         self.now = 0.0
         self.stored: dict[str, dict[str, object]] = {}  # the rows the writer would have written
+
+    @staticmethod
+    def both(
+        fast: Callable[[T], list[SessionChange]],
+        plain: Callable[[T], list[SessionChange]],
+        argument: T,
+    ) -> list[SessionChange]:
+        """The fast path's changes, once the plain rules made the same ones."""
+        changes = fast(argument)
+        expected = plain(argument)
+        assert [(c.kind, c.counters_only, c.session.row()) for c in changes] == [
+            (c.kind, c.counters_only, c.session.row()) for c in expected
+        ], "the fast path and the plain rules disagree"
+        return changes
 
     def persist(self, changes: list[SessionChange]) -> None:
         """Apply the effects as the writer does: a whole row, or only the counter columns."""
@@ -376,7 +407,7 @@ class AccountingModel(RuleBasedStateMachine):
         self.pending.remove(packet)
         self.delivered[packet.number] = packet
         self.now = max(self.now, packet.request.event_time)
-        changes = self.accountant.handle(packet.request)
+        changes = self.both(self.accountant.handle, self.plain.handle, packet.request)
         self.persist(changes)
         for change in changes:
             if change.kind is ChangeKind.STARTED:
@@ -399,7 +430,8 @@ class AccountingModel(RuleBasedStateMachine):
     def retransmit(self, pick: int) -> None:
         packets = sorted(self.delivered)
         packet = self.delivered[packets[pick % len(packets)]]
-        assert self.accountant.handle(packet.request) == []  # nothing new: no change
+        # nothing new: no change
+        assert self.both(self.accountant.handle, self.plain.handle, packet.request) == []
 
     @precondition(lambda self: self.pending)
     @rule(pick=st.integers(0, 1000))
@@ -416,12 +448,17 @@ class AccountingModel(RuleBasedStateMachine):
                 limit = (nas.interval or DEFAULT_INTERVAL) * STALE_MULTIPLE
                 if want.last_update + limit <= self.now:
                     self.stale_marks[sid] = want.last_update
-        changes = self.accountant.expire(self.now)
+        changes = self.both(self.accountant.expire, self.plain.expire, self.now)
         self.persist(changes)
         for change in changes:
             assert change.session.close_reason == "stale"
 
     # -- invariants ----------------------------------------------------------------------
+    @invariant()
+    def the_fast_path_holds_what_the_plain_rules_hold(self) -> None:
+        assert sorted(s.row() for s in self.index) == sorted(s.row() for s in self.plain_index)
+        assert self.index.per_nas == self.plain_index.per_nas
+
     @invariant()
     def sessions_match_the_model(self) -> None:
         expected = self.expected()
