@@ -45,6 +45,7 @@ from collections.abc import Callable
 
 from radtrack.errors import MalformedPacket
 from radtrack.radius import codec, dictionary
+from radtrack.radius.decoder import AccountingDecoder
 
 NOW = 1_700_000_000.0
 ZERO = b"\x00" * 16
@@ -207,7 +208,7 @@ def make_case(rng: random.Random) -> tuple[str, bytes, bytes]:
 
 
 def exercise(
-    kind: str, data: bytes, secret: bytes, decoder: codec.AccountingDecoder, counts: Counter[str]
+    kind: str, data: bytes, secret: bytes, decoder: AccountingDecoder, counts: Counter[str]
 ) -> None:
     """Run one datagram through the codec, counting outcomes; raise ContractBroken (or let an
     unexpected exception through) when the contract does not hold."""
@@ -249,7 +250,7 @@ def rss_mb() -> float:
 
 def run(cases: int, seed: int, trace: bool) -> dict[str, object]:
     rng = random.Random(seed)
-    decoder = codec.AccountingDecoder(dictionary.load())
+    decoder = AccountingDecoder(dictionary.load())
     counts: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     times = array.array("q", bytes(8 * cases))  # ns per case

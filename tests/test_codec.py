@@ -30,11 +30,11 @@ from pyrad.packet import AcctPacket, PacketError
 from radtrack import fastpath
 from radtrack.errors import MalformedPacket
 from radtrack.model import AccountingRequest, StatusType
-from radtrack.radius import codec, dictionary
+from radtrack.radius import codec, decoder, dictionary
 
 DICT = dictionary.load()
 DECODER = fastpath.FastAccountingDecoder(DICT)  # what the daemon runs
-PLAIN = codec.AccountingDecoder(DICT)  # the plain rules it is checked against
+PLAIN = decoder.AccountingDecoder(DICT)  # the plain rules it is checked against
 NOW = 1_700_000_000.5
 NAS_NAME = "nas-a"
 SOURCE_IP = "192.0.2.7"
@@ -611,7 +611,7 @@ def test_gigawords_make_64_bit_counters() -> None:
     assert request is not None
     assert request.input_octets == (3 << 32) + 5
     # 2**64 - 1 does not fit a signed 64-bit column: kept at the largest value that does
-    assert request.output_octets == codec.MAX_COUNTER == 2**63 - 1
+    assert request.output_octets == decoder.MAX_COUNTER == 2**63 - 1
     assert request.event_time == NOW - 30
 
 
@@ -1142,7 +1142,7 @@ def test_text_keeps_valid_utf8_as_it_is() -> None:
 
 
 def request_fields(
-    decoder: codec.AccountingDecoder, data: bytes
+    decoder: decoder.AccountingDecoder, data: bytes
 ) -> dict[str, object] | None | type[MalformedPacket]:
     try:
         request = decoder.request(codec.decode(data), NAS_NAME, SOURCE_IP, NOW)
@@ -1156,7 +1156,7 @@ def request_fields(
 def test_the_fast_request_decoder_gives_what_the_plain_rules_give(
     cases: list[list[bytes]],
 ) -> None:
-    """fastpath.FastAccountingDecoder.request against codec.AccountingDecoder.request, field by
+    """fastpath.FastAccountingDecoder.request against decoder.AccountingDecoder.request, field by
     field, on valid requests and on packets with other values or other octets in the same
     places (values of the wrong size, texts that are not UTF-8, unknown statuses...); twice, so
     the second round meets what the fast one remembers (NASes, the last Event-Timestamp)."""
