@@ -48,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from radtrack import config  # noqa: E402
-from radtrack.api.subscriptions import EventHub  # noqa: E402
+from radtrack.api.events import EventHub  # noqa: E402
 from radtrack.cli import GC_FULL, GC_MIDDLE, GC_YOUNG  # noqa: E402
 from radtrack.daemon import Daemon  # noqa: E402
 from radtrack.model import SessionChange  # noqa: E402

@@ -30,11 +30,12 @@ from radtrack.api.backend import Backend
 from radtrack.api.dashboard import StaticFiles
 from radtrack.api.documents import DocumentCache
 from radtrack.api.errors import INTERNAL_MESSAGE, ErrorCode, error_body
+from radtrack.api.events import EventHub
 from radtrack.api.handler import GraphQLHandler
 from radtrack.api.limits import BodyTooLarge, Receive, is_json, read_body
 from radtrack.api.schema import build_schema
 from radtrack.api.settings import ApiSettings
-from radtrack.api.subscriptions import EventHub, LiveEndpoint
+from radtrack.api.subscriptions import LiveEndpoint
 
 logger = logging.getLogger(__name__)
 
