@@ -9,6 +9,8 @@ duplicate Start, an Interim or Stop without a Start, or packets out of order end
 state as the clean sequence.
 """
 
+# long: the accounting rules read top to bottom in one place (the fast path is radtrack/fastpath)
+
 from __future__ import annotations
 
 import bisect
