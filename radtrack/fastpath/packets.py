@@ -16,11 +16,10 @@ from radtrack.model import (
 )
 from radtrack.radius import codec
 from radtrack.radius.codec import (
-    HEADER,
     KEPT_ORDER,
     KEPT_TYPES,
-    MAX_PACKET_SIZE,
     RawPacket,
+    header,
     text,
 )
 from radtrack.radius.decoder import (
@@ -36,16 +35,7 @@ _OCTETS = tuple(str(octet) for octet in range(256))
 
 def decode(data: bytes) -> RawPacket:
     """codec.decode, by a learned layout when the packet fits one (the result is the walk's)."""
-    size = len(data)
-    if size < 20:
-        raise MalformedPacket(f"{size} octets, shorter than a RADIUS header")
-    code, identifier, length, authenticator = HEADER.unpack_from(data)
-    if length < 20 or length > size:
-        raise MalformedPacket(f"Length field {length} does not fit a datagram of {size} octets")
-    if length > MAX_PACKET_SIZE:
-        raise MalformedPacket(f"Length field {length} exceeds {MAX_PACKET_SIZE}")
-    if length < size:
-        data = data[:length]
+    code, identifier, length, authenticator, data = header(data)
     layout = _LAYOUTS.get(length)
     if layout is not None:
         mask, expected, cut, arrange = layout
@@ -129,13 +119,7 @@ class FastAccountingDecoder(AccountingDecoder):
     def request(  # noqa: C901
         self, packet: RawPacket, nas_name: str, source_ip: str, now: float
     ) -> AccountingRequest | None:
-        """The AccountingRequest of a verified Accounting-Request; None for a status radtrack
-        does not track (e.g. Failed, RFC 2867 tunnel records), which is acknowledged all the same.
-        Raises MalformedPacket when Acct-Status-Type or Acct-Session-Id is missing or invalid.
-        An attribute that should appear once but repeats counts by its first instance, as in
-        FreeRADIUS and pyrad.
-
-        codec.AccountingDecoder.request, written for speed (it runs once per packet): the kept
+        """decoder.AccountingDecoder.request (its contract and results), for speed: the kept
         values are unpacked in one step (in KEPT_ORDER: a reorder there fails test_codec's
         comparison with the plain rules), conversions are inline rather than helper calls, the
         NAS of a NAS-IP-Address and the float of the last Event-Timestamp are remembered.

@@ -157,12 +157,10 @@ class RawPacket(NamedTuple):
         return [value for key, value in self.attributes if key == attr_type]
 
 
-def decode(data: bytes) -> RawPacket:
-    """Split a datagram into header and attributes (RFC 2865 §3 and §5).
-
-    Rejects: shorter than 20 octets, Length below 20 or above the datagram or 4096, an attribute
-    shorter than 2 octets or running past Length. Octets past Length are ignored.
-    """
+def header(data: bytes) -> tuple[int, int, int, bytes, bytes]:
+    """(Code, Identifier, Length, Authenticator, the datagram cut to Length) of a datagram
+    (RFC 2865 §3); raises MalformedPacket when it is shorter than 20 octets, or its Length is
+    below 20 or above the datagram or 4096."""
     size = len(data)
     if size < 20:
         raise MalformedPacket(f"{size} octets, shorter than a RADIUS header")
@@ -171,8 +169,16 @@ def decode(data: bytes) -> RawPacket:
         raise MalformedPacket(f"Length field {length} does not fit a datagram of {size} octets")
     if length > MAX_PACKET_SIZE:
         raise MalformedPacket(f"Length field {length} exceeds {MAX_PACKET_SIZE}")
-    if length < size:
-        data = data[:length]
+    return code, identifier, length, authenticator, data[:length] if length < size else data
+
+
+def decode(data: bytes) -> RawPacket:
+    """Split a datagram into header and attributes (RFC 2865 §3 and §5).
+
+    Rejects: shorter than 20 octets, Length below 20 or above the datagram or 4096, an attribute
+    shorter than 2 octets or running past Length. Octets past Length are ignored.
+    """
+    code, identifier, length, authenticator, data = header(data)
     kept = _NOTHING_KEPT[:]
     slots = _SLOTS
     pos = 20
