@@ -52,6 +52,15 @@ async def start_daemon(daemon_factory: Any, tmp_path: Path, **sections: Any) -> 
     return await daemon_factory(make_settings(tmp_path, **sections))  # type: ignore[no-any-return]
 
 
+async def refusing_daemon(
+    daemon_factory: Any, tmp_path: Path, condition: str
+) -> tuple[Daemon, int]:
+    """A daemon (no API) whose store refuses journal rows WHEN ``condition``, and its UDP port."""
+    refuse(tmp_path / "radtrack.db", condition)
+    daemon = await start_daemon(daemon_factory, tmp_path, api={"listen": ""})
+    return daemon, daemon.listeners[0].address[1]
+
+
 def interim(session_id: str, identifier: int, input_octets: int, event_time: int) -> bytes:
     return datagram(
         identifier,
@@ -122,9 +131,7 @@ async def test_the_packet_of_the_issue_is_stored_escaped_and_the_next_answered_a
 async def test_a_row_the_store_refuses_loses_only_its_own_packet(
     daemon_factory: Any, tmp_path: Path
 ) -> None:
-    refuse(tmp_path / "radtrack.db", "NEW.user_name = 'refused-user'")
-    daemon = await start_daemon(daemon_factory, tmp_path, api={"listen": ""})
-    port = daemon.listeners[0].address[1]
+    daemon, port = await refusing_daemon(daemon_factory, tmp_path, "NEW.user_name = 'refused-user'")
     sender = Sender("127.0.0.1")
     try:
         normal: set[int] = set()
@@ -160,9 +167,7 @@ async def test_a_row_the_store_refuses_loses_only_its_own_packet(
 async def test_a_refused_interim_puts_the_session_back_to_what_is_stored(
     daemon_factory: Any, tmp_path: Path
 ) -> None:
-    refuse(tmp_path / "radtrack.db", "NEW.input_octets = 666")
-    daemon = await start_daemon(daemon_factory, tmp_path, api={"listen": ""})
-    port = daemon.listeners[0].address[1]
+    daemon, port = await refusing_daemon(daemon_factory, tmp_path, "NEW.input_octets = 666")
     secret = SECRET.encode()
     start = normal_start("s1", 5001, 1_705_314_600) + [(42, struct.pack("!I", 100))]
     assert await send_raw(port, datagram(1, secret, start)) is not None
