@@ -1,6 +1,6 @@
-"""The glue of the packet path: datagram -> client -> dedup -> codec -> accounting -> writer ->
+"""The glue of the packet path: datagram -> client -> dedup -> codec -> accounting -> store ->
 (after the commit) Accounting-Response and events. Everything here runs on the event loop and
-never blocks; the writer's thread does the disk work.
+never blocks; the store's commit thread does the disk work.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from radtrack.model import SessionChange
 from radtrack.radius import codec
 from radtrack.radius.dedup import IN_FLIGHT, Key, ResponseCache
 from radtrack.radius.settings import ClientSettings, RadiusSettings
-from radtrack.store.writer import Outcome, Partial, Writer
+from radtrack.store.base import Outcome, Partial, Store
 from radtrack.transport import Address, UdpListener
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class AccountingService:
         settings: RadiusSettings,
         dictionary: Dictionary,
         accountant: Accountant,
-        writer: Writer,
+        store: Store,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -118,7 +118,7 @@ class AccountingService:
         self.clients = ClientTable(settings.clients)
         self.decoder = codec.AccountingDecoder(dictionary)
         self.accountant = accountant
-        self.writer = writer
+        self.store = store
         self.cache = ResponseCache(settings.dedup_ttl, settings.dedup_capacity)
         self.clock = clock
         self.stats = Stats()
@@ -126,7 +126,7 @@ class AccountingService:
         self._warn = RateLimiter()
         # packets in flight that were retransmitted meanwhile (answered again after the commit)
         self._retransmitted: set[Key] = set()
-        # what was submitted to the writer and is not done yet, in submit order: the writer runs
+        # what was submitted to the store and is not done yet, in submit order: the store runs
         # the callbacks in that order (commit order), so the one callback, _done, needs no
         # argument of its own (no partial or closure per packet); the first ``_committed`` of
         # them are committed, and _after_commit does their bookkeeping (cache, latency, events)
@@ -157,8 +157,8 @@ class AccountingService:
 
     def on_datagram(self, listener: UdpListener, data: bytes, addr: Address) -> None:
         received = time.monotonic()  # the ack latency counts from here
-        if self.writer.finished:
-            self.writer.run_finished()
+        if self.store.finished:
+            self.store.run_finished()
         if self._after_commit_soon:
             # a commit's events go out before this packet changes any session: an event shows
             # its session as that commit left it (a NAS may send the next packet as soon as it
@@ -202,7 +202,7 @@ class AccountingService:
         if code == _STATUS_SERVER:
             # RFC 5997 §3: answered with an Accounting-Response carrying a Message-Authenticator,
             # but only while radtrack can store what it would be sent
-            if not self.writer.healthy:
+            if not self.store.healthy:
                 self._drop("not_ready", peer)
                 return
             stats.status_server += 1
@@ -211,8 +211,8 @@ class AccountingService:
             )
             return
         queue_size = self.settings.queue_size
-        # every callback the writer holds is one of _submitted: the short list first
-        if len(self._submitted) >= queue_size and self.writer.queued >= queue_size:
+        # every callback the store holds is one of _submitted: the short list first
+        if len(self._submitted) >= queue_size and self.store.queued >= queue_size:
             self._drop("queue_full", peer)  # unanswered: the NAS retransmits later
             return
         try:
@@ -229,11 +229,11 @@ class AccountingService:
         self.cache.begin(key, now)
         reply = codec.encode_reply(packet, client.secret)
 
-        self.writer.submit(changes, self._done, (listener, reply, addr))
+        self.store.submit(changes, self._done, (listener, reply, addr))
         self._submitted.append((key, reply, received, changes, listener, addr))
 
     def _done(self, ok: Outcome) -> None:
-        """The writer's callback, on the event loop after a commit (which has sent the replies
+        """The store's callback, on the event loop after a commit (which has sent the replies
         already), for the oldest submission not done yet. The bookkeeping is done once for all
         the packets of the commit, in _after_commit, right after their callbacks."""
         if ok is not True:
@@ -295,7 +295,7 @@ class AccountingService:
             return
         self._repairs.difference_update(ready)
         try:
-            stored = self.writer.committed_sessions(ready)
+            stored = self.store.committed_sessions(ready)
         except Exception:  # the disk fails too: try again after the next commit
             logger.exception("event=repair_failed sessions=%d", len(ready))
             self._repairs.update(ready)
@@ -350,7 +350,7 @@ class AccountingService:
 
     def expire(self, budget: int | None = None) -> int:
         """Close stale sessions (the timer calls this); returns how many were closed."""
-        self.writer.run_finished()
+        self.store.run_finished()
         self._after_commit()  # events of the last commit first, before sessions change
         changes = self.accountant.expire(self.clock(), budget=budget)
         if changes:
@@ -363,7 +363,7 @@ class AccountingService:
                     change.session.session_id,
                 )
             # published in commit order, after the packets committed before them
-            self.writer.submit(changes, self._done)
+            self.store.submit(changes, self._done)
             self._submitted.append((None, b"", 0.0, changes, None, None))
         return len(changes)
 
