@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -46,8 +48,19 @@ MAINTAIN_INTERVAL = 5.0  # seconds between the store's background rounds (checkp
 
 
 def make_store(settings: Settings) -> Store:
-    """The store the config names (no I/O until ``open``)."""
+    """The store the config names (no I/O until ``open``). Raises ConfigError (a password
+    file that cannot be read)."""
     store = settings.store
+    if store.backend == "postgresql":
+        from radtrack.store.pg.store import PgStore  # asyncpg only when it is used
+
+        return PgStore(
+            store.dsn,
+            node=store.node_name or f"{socket.gethostname()}-{os.getpid()}",
+            password=config_mod.store_password(store),
+            max_batch=store.max_batch,
+            poll_interval=store.feed_poll_interval,
+        )
     return SqliteStore(
         store.path,
         synchronous=store.synchronous,
@@ -183,6 +196,8 @@ class Daemon:
             assert self.app is not None
             # live view (issue #8): committed changes also go to the API's subscriptions
             self.service.subscribers.append(self.app.events.publish)
+        # what other nodes commit (PostgreSQL), from the cursor the live state was loaded at
+        self.store.follow_remote(self._apply_remote)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._expire_loop(), name="radtrack-expire"))
         self._tasks.append(loop.create_task(self._maintain_loop(), name="radtrack-maintain"))
@@ -204,9 +219,13 @@ class Daemon:
         try:
             await self.store.open()
         except Exception as exc:
+            key, hint = (
+                ("store.dsn", "is PostgreSQL running, and may this user connect to it?")
+                if self.settings.store.backend == "postgresql"
+                else ("store.path", "check the directory exists and is writable")
+            )
             raise StartupError(
-                f"store.path: cannot open database {self.store.describe()}: {exc} "
-                "(hint: check the directory exists and is writable)"
+                f"{key}: cannot open database {self.store.describe()}: {exc} (hint: {hint})"
             ) from None
         started = time.monotonic()
         state = await self.store.load_state(self.settings.sessions.closed_cache)
@@ -265,6 +284,14 @@ class Daemon:
             except Exception as exc:  # a busy or failing disk: the next round tries again
                 logger.debug("event=checkpoint_failed error=%s", exc)
 
+    def _apply_remote(self, sessions: Sequence[Session]) -> None:
+        """Sessions other nodes committed: into memory, and to the API's subscribers."""
+        if self.service is None:
+            return
+        changes = self.service.apply_remote(sessions)
+        if changes and self.app is not None:
+            self.app.events.publish(changes)
+
     def reload(self) -> bool:
         """Re-read the config file (SIGHUP): NAS clients, secrets and API tokens change live;
         settings that need a restart are reported; a bad file is rejected and the old kept."""
@@ -278,22 +305,8 @@ class Daemon:
             logger.error("event=reload_rejected error=%r (the running config is kept)", str(exc))
             return False
         old = self.settings
-        fixed = {
-            "radius.listen": (old.radius.listen, new.radius.listen),
-            "radius.receive_buffer": (old.radius.receive_buffer, new.radius.receive_buffer),
-            "store": (old.store, new.store),
-            "api.listen": (old.api.listen, new.api.listen),
-            "api limits": (
-                replace(old.api, tokens=()),
-                replace(new.api, tokens=()),
-            ),
-            "sessions": (old.sessions, new.sessions),
-            "users": (old.users, new.users),
-            "daemon": (old.daemon, new.daemon),
-        }
-        for key, (before, after) in fixed.items():
-            if before != after:
-                logger.warning("event=reload_needs_restart key=%s (the running value is kept)", key)
+        for key in old.needing_restart(new):
+            logger.warning("event=reload_needs_restart key=%s (the running value is kept)", key)
         radius = replace(
             new.radius, listen=old.radius.listen, receive_buffer=old.radius.receive_buffer
         )
@@ -397,7 +410,12 @@ class Daemon:
 async def run(settings: Settings) -> int:
     """Run the daemon until SIGTERM/SIGINT; a second signal forces exit. Returns an exit code."""
     notifier = Notifier()
-    daemon = Daemon(settings, notifier)
+    try:
+        daemon = Daemon(settings, notifier)
+    except ConfigError as exc:  # e.g. store.password_file cannot be read
+        logger.error("event=startup_failed error=%r", str(exc))
+        notifier.close()
+        return 1
     loop = asyncio.get_running_loop()
     signals = 0
 

@@ -121,6 +121,16 @@ class DaemonCollector:
                 "Folds that failed (retried; acknowledgements go on).",
                 store.fold_failures,
             ),
+            (
+                "feed_sessions",
+                "Session states other nodes committed, applied here (PostgreSQL).",
+                store.remote_sessions,
+            ),
+            (
+                "feed_failures",
+                "Reads of the change feed that failed (PostgreSQL; retried).",
+                store.feed_failures,
+            ),
         ):
             yield CounterMetricFamily(f"radtrack_{name}", doc, value=value)
         yield _histogram(

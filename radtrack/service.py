@@ -18,7 +18,7 @@ from pyrad.dictionary import Dictionary
 from radtrack.accounting import Accountant
 from radtrack.errors import MalformedPacket
 from radtrack.logs import RateLimiter
-from radtrack.model import SessionChange
+from radtrack.model import ChangeKind, Session, SessionChange
 from radtrack.radius import codec
 from radtrack.radius.dedup import IN_FLIGHT, Key, ResponseCache
 from radtrack.radius.settings import ClientSettings, RadiusSettings
@@ -367,9 +367,46 @@ class AccountingService:
             self._submitted.append((None, b"", 0.0, changes, None, None))
         return len(changes)
 
+    def apply_remote(self, sessions: Sequence[Session]) -> list[SessionChange]:
+        """Sessions as the store holds them after other nodes' commits (store/pg/): each
+        replaces this node's state of the session unless this node's is newer (a packet it
+        handled that the other node's commit did not see). Returns the changes, for the
+        API's subscribers; the device-limit policy is the ingesting node's to apply."""
+        self.store.run_finished()
+        self._after_commit()  # this node's own events first, before sessions change
+        find = self.accountant.index.find
+        now = self.clock()
+        changes: list[SessionChange] = []
+        for stored in sessions:
+            local = find(stored.id)
+            if local is not None and not _supersedes(stored, local):
+                continue
+            if stored.stop_time is not None:
+                kind = ChangeKind.STOPPED
+            elif local is None or local.stop_time is not None:
+                kind = ChangeKind.STARTED
+            else:
+                kind = ChangeKind.UPDATED
+            self.accountant.reload(stored.id, stored, now)
+            changes.append(SessionChange(kind, stored))
+        return changes
+
     def _publish(self, changes: Sequence[SessionChange]) -> None:
         for subscriber in list(self.subscribers):
             try:
                 subscriber(changes)
             except Exception:
                 logger.exception("event=subscriber_failed")
+
+
+def _supersedes(stored: Session, local: Session) -> bool:
+    """Whether a stored state replaces the one in memory: a different state, and not an older
+    one (closed beats open, then the later last update, then the longer session time; the
+    order the PostgreSQL store writes by, store/pg/feed.py WRITE_NEWER)."""
+    if stored.row() == local.row():
+        return False
+    return (stored.stop_time is not None, stored.last_update, stored.session_time) >= (
+        local.stop_time is not None,
+        local.last_update,
+        local.session_time,
+    )
