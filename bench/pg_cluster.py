@@ -2,6 +2,7 @@
 
   python3 bench/pg_cluster.py ingest [--seconds 20] [--rate N]   # one node: SQLite, PG, SQLite
   python3 bench/pg_cluster.py lag [--rate 2000] [--seconds 20]
+  python3 bench/pg_cluster.py recover --sessions 1000000   # start-up load of the live state
 
 Both start a PostgreSQL cluster of their own (tests/pgserver.py: fsync and synchronous_commit
 on; as root it runs as ``postgres``) and ``radtrack serve`` child processes on it.
@@ -99,7 +100,10 @@ log_level = "WARNING"
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         assert self.proc.stderr is not None
+        self.recovered = ""
         for line in self.proc.stderr:
+            if "event=recovered" in line:
+                self.recovered = line.strip()
             if "event=started" in line:
                 break
         else:
@@ -140,6 +144,79 @@ def ingest(
         result[f"{n + 1}. {backend}"] = {k: summary[k] for k in keep}
     result["load_average_after"] = load_average()
     return result
+
+
+def recover(dsn: str, sessions: int) -> dict[str, Any]:
+    """Write ``sessions`` online sessions, then time a node's start-up load of them."""
+    import gc
+    import resource
+
+    from radtrack.model import Session
+    from radtrack.store import journal
+    from radtrack.store.pg import feed
+    from radtrack.store.pg.store import PgStore, connect
+
+    async def run() -> dict[str, Any]:
+        store = PgStore(dsn, node="bench")
+        await store.open()  # migrates
+        conn = await connect(dsn, None, "bench-writer")
+        began = time.monotonic()
+        for start in range(0, sessions, 20_000):
+            rows = [
+                journal.whole_row(
+                    Session(
+                        f"id-{n:08d}",
+                        f"nas-{n % 50}/192.0.2.{n % 50}",
+                        f"nas-{n % 50}",
+                        f"192.0.2.{n % 50}",
+                        f"sess-{n}",
+                        1_700_000_000.0 + n,
+                        1_700_000_300.0 + n,
+                        user_name=str(100_000 + n),
+                        user_id=100_000 + n,
+                        nas_port_id=f"wg0/{n % 1000}",
+                        nas_port_type="Virtual",
+                        calling_station_id=f"02:00:00:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}"
+                        f":{n & 255:02x}",
+                        framed_ip=f"100.{64 + (n >> 16)}.{n >> 8 & 255}.{n & 255}",
+                        connect_info_start="WireGuard",
+                        input_octets=n * 1000,
+                        start_seen=True,
+                    )
+                )
+                for n in range(start, min(sessions, start + 20_000))
+            ]
+            await feed.write_changes(conn, "bench-writer", rows)
+        written = time.monotonic() - began
+        await conn.execute("VACUUM ANALYZE sessions")
+        await conn.close()
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        cpu = time.process_time()
+        began = time.monotonic()
+        state = await store.load_state(100_000)
+        loaded = time.monotonic() - began
+        cpu = time.process_time() - cpu
+        count = len(state.sessions)
+        del state
+        gc.collect()
+        await store.close()
+        with tempfile.TemporaryDirectory() as tmp:
+            began = time.monotonic()
+            with Node(Path(tmp), dsn, "restarted") as node:
+                started = time.monotonic() - began
+                daemon_line = node.recovered.split("event=recovered ", 1)[-1]
+        return {
+            "daemon_start_s": round(started, 2),
+            "daemon_recovered": daemon_line,
+            "sessions": count,
+            "write_s": round(written, 1),
+            "load_s": round(loaded, 2),
+            "load_cpu_s": round(cpu, 2),
+            "max_rss_mb_before_load": round(rss_before / 1024),
+            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        }
+
+    return asyncio.run(run())
 
 
 def load_average() -> str:
@@ -220,7 +297,7 @@ def lag(dsn: str, workdir: Path, rate: int, seconds: float, sessions: int) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("ingest", "lag"))
+    parser.add_argument("mode", choices=("ingest", "lag", "recover"))
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=int, help="lag: default 2000; ingest: open loop")
     parser.add_argument("--sessions", type=int, default=20_000)
@@ -228,7 +305,9 @@ def main() -> None:
     with pgserver.running() as cluster, tempfile.TemporaryDirectory() as tmp:
         dsn = cluster.dsn(cluster.create_database())
         workdir = Path(tmp)
-        if args.mode == "ingest":
+        if args.mode == "recover":
+            result = recover(dsn, args.sessions)
+        elif args.mode == "ingest":
             result = ingest(dsn, workdir, args.seconds, args.sessions, args.rate)
         else:
             result = lag(dsn, workdir, args.rate or 2000, args.seconds, args.sessions)

@@ -55,6 +55,7 @@ ROW_ERRORS: tuple[type[Exception], ...] = (
     TypeError,
 )
 _COLUMNS = ", ".join(SESSION_COLUMNS)
+LOAD_BATCH = 100_000  # sessions a round trip at start-up
 _SELECT = f"SELECT {_COLUMNS} FROM sessions"
 FREE_USERNAME = "UPDATE users SET username = NULL WHERE username = $1 AND user_id != $2"
 UPSERT_USER = (
@@ -158,23 +159,28 @@ class PgStore(GroupCommit):
     async def load_state(self, closed_limit: int) -> LiveState:
         """One snapshot: the online sessions, the ``closed_limit`` most recently closed, the
         users, and the feed cursor to follow from."""
+        from_row = Session.from_row
         collecting = gc.isenabled()
         gc.disable()  # a million new sessions: see store/recovery.py
         try:
             async with self._pool.acquire() as conn:
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
                     horizon = await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())")
-                    online = await conn.fetch(f"{_SELECT} WHERE stop_time IS NULL")
+                    # through a cursor, in batches: each batch of records is gone once it
+                    # is sessions (1,000,000: 1.2 GB at the peak instead of 1.4)
+                    online = await conn.cursor(f"{_SELECT} WHERE stop_time IS NULL")
+                    sessions: list[Session] = []
+                    while batch := await online.fetch(LOAD_BATCH):
+                        sessions += [from_row(tuple(r)) for r in batch]
                     closed = await conn.fetch(
                         f"SELECT * FROM ({_SELECT} WHERE stop_time IS NOT NULL "
                         "ORDER BY stop_time DESC LIMIT $1) AS c ORDER BY stop_time",
                         closed_limit,
                     )
+                    sessions += [from_row(tuple(r)) for r in closed]
                     users = await conn.fetch(
                         "SELECT user_id, username, reseller_id, max_sessions FROM users"
                     )
-            sessions = [Session.from_row(tuple(r)) for r in online]
-            sessions += [Session.from_row(tuple(r)) for r in closed]
         finally:
             gc.freeze()
             gc.unfreeze()
