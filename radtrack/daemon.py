@@ -272,7 +272,9 @@ class Daemon:
         tick = min(1.0, interval)
         while True:
             await asyncio.sleep(tick)
-            if self.service is not None:
+            # not while the store fails: on PostgreSQL the other nodes' updates may not be
+            # arriving, and a session they keep alive must not be closed here as stale
+            if self.service is not None and self.store.healthy:
                 budget = max(1_000, int(len(self.index) * tick / interval) + 1)
                 self.service.expire(budget)
 

@@ -401,12 +401,12 @@ class AccountingService:
 
 def _supersedes(stored: Session, local: Session) -> bool:
     """Whether a stored state replaces the one in memory: a different state, and not an older
-    one (closed beats open, then the later last update, then the longer session time; the
+    one (the later last update, then the longer session time, then closed before open; the
     order the PostgreSQL store writes by, store/pg/feed.py WRITE_NEWER)."""
     if stored.row() == local.row():
         return False
-    return (stored.stop_time is not None, stored.last_update, stored.session_time) >= (
-        local.stop_time is not None,
+    return (stored.last_update, stored.session_time, stored.stop_time is not None) >= (
         local.last_update,
         local.session_time,
+        local.stop_time is not None,
     )

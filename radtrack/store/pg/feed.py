@@ -68,13 +68,15 @@ WRITE = (
     f"ON CONFLICT (id) DO UPDATE SET {_SET} RETURNING id) "
     "INSERT INTO session_changes (ids) SELECT array_agg(id) FROM written"
 )
-# As WRITE, but a session's row is replaced only by a state at least as new (closed beats
-# open, then the later last_update, then the longer session time): a node that wrote from a
-# state older than another node's commit (a NAS failing over mid-flight) does not take the
-# session back. Returns the ids written; the others' rows stay (the writer re-reads them).
+# As WRITE, but a session's row is replaced only by a state at least as new: the later last
+# update, then the longer session time, then closed before open (a session closed as stale at
+# its last update, and reopened by a later Interim, as the accounting core does). A node that
+# wrote from a state older than another node's commit (a NAS failing over mid-flight) does not
+# take the session back. Returns the ids written; the others' rows stay (the writer re-reads
+# them).
 _NEWER = (
-    "(excluded.stop_time IS NOT NULL, excluded.last_update, excluded.session_time) >= "
-    "(sessions.stop_time IS NOT NULL, sessions.last_update, sessions.session_time)"
+    "(excluded.last_update, excluded.session_time, excluded.stop_time IS NOT NULL) >= "
+    "(sessions.last_update, sessions.session_time, sessions.stop_time IS NOT NULL)"
 )
 WRITE_NEWER = (
     "WITH written AS ("
