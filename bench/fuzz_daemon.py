@@ -105,7 +105,7 @@ def main() -> None:
                 sent += count
                 batches += 1
                 daemon = harness.daemon
-                if not daemon.writer.healthy:
+                if not daemon.store.healthy:
                     fail("the daemon is not ready", seed)
                 recent = normal_ids[len(normal_ids) - len(normal_batch) :]
                 missing = [sid for sid in recent if daemon.index.get(sid) is None]

@@ -202,7 +202,7 @@ def make_service() -> tuple[AccountingService, FakeWriter]:
     writer = FakeWriter()
     service = AccountingService(settings.radius, load_dictionary(), daemon.accountant, writer)  # type: ignore[arg-type]
     # the subscribers a started daemon has: the device-limit check and the API's live view
-    service.subscribers.append(daemon._enforce_limits)
+    service.subscribers.append(daemon.control.enforce_limits)
     service.subscribers.append(EventHub(daemon.users).publish)
     return service, writer
 

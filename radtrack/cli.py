@@ -6,6 +6,7 @@ radtrack secret                       print a strong random RADIUS shared secret
 radtrack token create --name N --scope admin|reseller [--reseller-id R]
 radtrack users import FILE.csv --config FILE    upsert users (user_id,username,reseller_id,...)
 radtrack sessions --config FILE [--user ID] [--nas NAME] [--json]   who is online (read-only)
+radtrack migrate --config FILE        create or migrate the database schema (SQLite or PostgreSQL)
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import secrets
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from radtrack import __version__, logs
 from radtrack.api.settings import RESELLER, SCOPES, token_digest
-from radtrack.config import Settings, load
+from radtrack.config import Settings, load, store_password
 from radtrack.errors import ConfigError
 from radtrack.store import journal
+
+T = TypeVar("T")
 
 
 def _out(text: str) -> None:
@@ -90,12 +94,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _err(f"{args.config}: error: {exc}")
         return 2
+    try:
+        store_password(settings.store)
+    except ConfigError as exc:
+        _err(f"{args.config}: error: {exc}")
+        return 2
     warnings = settings.warnings()
     for warning in warnings:
         _err(f"{args.config}: warning: {warning}")
     _out(
         f"{args.config}: ok ({len(settings.radius.clients)} NAS clients, "
-        f"{len(settings.api.tokens)} API tokens, database {settings.store.path})"
+        f"{len(settings.api.tokens)} API tokens, database {_database(settings)})"
     )
     return 0
 
@@ -118,6 +127,51 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     _out(f'scopes = ["{args.scope}"]')
     if args.scope == RESELLER:
         _out(f"reseller_id = {args.reseller_id}")
+    return 0
+
+
+def _database(settings: Settings) -> str:
+    store = settings.store
+    return store.dsn if store.backend == "postgresql" else str(store.path)
+
+
+def _on_postgresql(
+    settings: Settings, work: Callable[[str, str | None], Coroutine[Any, Any, T]]
+) -> T:
+    """Run ``work(dsn, password)`` against the configured PostgreSQL."""
+    try:
+        password = store_password(settings.store)
+    except ConfigError as exc:
+        raise CommandFailed(f"bad config: {exc}", 2) from None
+    import asyncpg
+
+    try:
+        return asyncio.run(work(settings.store.dsn, password))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        raise CommandFailed(f"cannot use the database {settings.store.dsn}: {exc}", 1) from None
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    if settings.store.backend == "postgresql":
+        from radtrack.store.pg import tools
+
+        before, now = _on_postgresql(settings, tools.migrate)
+    else:
+        from radtrack.store.schema import SCHEMA_VERSION, migrate
+
+        path = settings.store.path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+            try:
+                before, now = migrate(conn), SCHEMA_VERSION
+            finally:
+                conn.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise CommandFailed(f"cannot migrate {path}: {exc}", 1) from None
+    state = "up to date" if before == now else f"migrated from version {before}"
+    _out(f"{_database(settings)}: schema version {now} ({state})")
     return 0
 
 
@@ -179,6 +233,18 @@ def cmd_users_import(args: argparse.Namespace) -> int:
         rows = read_users_csv(args.file)
     except (OSError, ValueError) as exc:
         raise CommandFailed(str(exc), 2) from None
+    if settings.store.backend == "postgresql":
+        from radtrack.store.pg import tools
+
+        async def write(dsn: str, password: str | None) -> None:
+            await tools.import_users(dsn, password, rows)
+
+        _on_postgresql(settings, write)
+        _out(
+            f"imported {len(rows)} users into {settings.store.dsn}; running daemons pick them "
+            "up on reload (systemctl reload radtrack, or SIGHUP)"
+        )
+        return 0
     conn = sqlite3.connect(settings.store.path, isolation_level=None, timeout=10)
     try:
         migrate(conn)
@@ -202,6 +268,13 @@ def cmd_users_import(args: argparse.Namespace) -> int:
 
 def cmd_sessions(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
+    if settings.store.backend == "postgresql":
+        from radtrack.store.pg import tools
+
+        async def read(dsn: str, password: str | None) -> list[dict[str, Any]]:
+            return await tools.online_sessions(dsn, password, args.user, args.nas)
+
+        return _print_sessions(_on_postgresql(settings, read), args.json)
     where = ["stop_time IS NULL"]
     params: list[object] = []
     if args.user is not None:
@@ -227,11 +300,14 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         raise CommandFailed(f"cannot read {settings.store.path}: {exc}", 1) from None
     finally:
         conn.close()
-    records = [dict(row) for row in rows]
+    return _print_sessions([dict(row) for row in rows], args.json)
+
+
+def _print_sessions(records: list[dict[str, Any]], as_json: bool) -> int:
     for record in records:
         for key in ("start_time", "last_update"):
             record[key] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record[key]))
-    if args.json:
+    if as_json:
         _out(json.dumps(records, indent=2))
         return 0
     columns = ("user_id", "user_name", "session_id", "nas_name", "framed_ip", "start_time")
@@ -283,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("--nas", help="only this NAS (its name in the config)")
     sessions.add_argument("--json", action="store_true", help="JSON instead of a table")
     sessions.set_defaults(func=cmd_sessions)
+
+    migrate = sub.add_parser("migrate", help="create or migrate the database schema")
+    migrate.add_argument("--config", required=True)
+    migrate.set_defaults(func=cmd_migrate)
     return parser
 
 

@@ -13,17 +13,19 @@ Every setting is documented in config.example.toml (tests/test_config.py checks 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from radtrack.api.settings import SCOPES, ApiSettings, TokenSettings
-from radtrack.endpoint import Endpoint
 from radtrack.errors import ConfigError
 from radtrack.radius.settings import ClientSettings, RadiusSettings
+from radtrack.tomltable import Table, kind_of, parse_endpoint
 
 WEAK_SECRET_LENGTH = 16
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -47,8 +49,12 @@ class UserSettings:
     limit_policy: str = "off"  # or "disconnect-oldest" / "disconnect-newest"
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
+    backend: str = "sqlite"
     path: Path = Path("radtrack.db")
     synchronous: str = "FULL"
     max_batch: int = 10_000
@@ -56,6 +62,12 @@ class StoreSettings:
     cache_mb: int = 256
     retention_days: int = 0  # closed sessions older than this are pruned; 0 keeps them all
     history_page_max: int = 500
+    # PostgreSQL (backend = "postgresql"): the password is never in the DSN, and never logged
+    dsn: str = ""
+    password_file: Path | None = None
+    password_env: str = ""
+    node_name: str = ""  # "" : the host name and the process id
+    feed_poll_interval: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +86,21 @@ class Settings:
     daemon: DaemonSettings = DaemonSettings()
     source: Path | None = None
 
+    def needing_restart(self, new: Settings) -> list[str]:
+        """The settings that differ in ``new`` and that only a restart applies (SIGHUP
+        applies NAS clients, secrets and tokens)."""
+        fixed = {
+            "radius.listen": (self.radius.listen, new.radius.listen),
+            "radius.receive_buffer": (self.radius.receive_buffer, new.radius.receive_buffer),
+            "store": (self.store, new.store),
+            "api.listen": (self.api.listen, new.api.listen),
+            "api limits": (replace(self.api, tokens=()), replace(new.api, tokens=())),
+            "sessions": (self.sessions, new.sessions),
+            "users": (self.users, new.users),
+            "daemon": (self.daemon, new.daemon),
+        }
+        return [key for key, (before, after) in fixed.items() if before != after]
+
     def warnings(self) -> list[str]:
         """Things that work but should not (weak secrets...), for check-config and start-up."""
         out = []
@@ -88,109 +115,12 @@ class Settings:
         return out
 
 
-# -- parsing helpers ---------------------------------------------------------------------------
-
-
-class _Table:
-    """A TOML table being read: remembers which keys were used, to reject the others."""
-
-    def __init__(self, data: Mapping[str, Any], path: str) -> None:
-        if not isinstance(data, Mapping):
-            raise ConfigError(path, f"must be a table, not {_kind(data)}")
-        self.data = data
-        self.path = path
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
-        self.used.add(name)
-        if name not in self.data:
-            return default
-        value = self.data[name]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            raise ConfigError(self.key(name), f"must be {_names(kinds)}, not a boolean")
-        if not isinstance(value, kinds):
-            raise ConfigError(self.key(name), f"must be {_names(kinds)}, not {_kind(value)}")
-        return value
-
-    def require(self, name: str, kind: type | tuple[type, ...], hint: str) -> Any:
-        if name not in self.data:
-            raise ConfigError(self.key(name), "is required", hint)
-        return self.get(name, kind, None)
-
-    def positive(self, name: str, kind: type, default: Any, *, zero: bool = False) -> Any:
-        value = self.get(name, kind if kind is not float else (int, float), default)
-        if value < 0 or (value == 0 and not zero):
-            raise ConfigError(self.key(name), f"must be {'>= 0' if zero else '> 0'}, not {value}")
-        return value
-
-    def table(self, name: str) -> _Table:
-        self.used.add(name)
-        return _Table(self.data.get(name, {}), self.key(name))
-
-    def tables(self, name: str) -> list[_Table]:
-        self.used.add(name)
-        items = self.data.get(name, [])
-        if not isinstance(items, list):
-            raise ConfigError(
-                self.key(name), f"must be an array of tables ([[{self.key(name)}]])", ""
-            )
-        return [_Table(item, f"{self.key(name)}[{i}]") for i, item in enumerate(items)]
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            known = ", ".join(sorted(self.used))
-            raise ConfigError(
-                self.key(unknown[0]), "is not a known setting", f"known keys here: {known}"
-            )
-
-
-def _kind(value: object) -> str:
-    return {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "a boolean",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
-def _names(kinds: tuple[type, ...]) -> str:
-    return " or ".join(_kind(k()) if k is not float else "a number" for k in kinds)
-
-
-def parse_endpoint(text: str, path: str) -> Endpoint:
-    """``host:port`` or ``[v6]:port``."""
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.%a-zA-Z]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
-    if match is None:
-        raise ConfigError(
-            path, f"{text!r} is not host:port", 'e.g. "127.0.0.1:1813" or "[::1]:1813"'
-        )
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if port > 65535:
-        raise ConfigError(path, f"port {port} is out of range", "0-65535 (0 picks a free port)")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if host != "localhost":
-            raise ConfigError(
-                path, f"{host!r} is not an IP address", "use a literal address"
-            ) from None
-    return Endpoint(host, port)
-
-
-def _radius(t: _Table) -> RadiusSettings:
+def _radius(t: Table) -> RadiusSettings:
     listen_raw = t.get("listen", list, ["127.0.0.1:1813"])
     listen = []
     for i, item in enumerate(listen_raw):
         if not isinstance(item, str):
-            raise ConfigError(f"{t.key('listen')}[{i}]", f"must be a string, not {_kind(item)}")
+            raise ConfigError(f"{t.key('listen')}[{i}]", f"must be a string, not {kind_of(item)}")
         listen.append(parse_endpoint(item, f"{t.key('listen')}[{i}]"))
     if not listen:
         raise ConfigError(t.key("listen"), "is empty", "give at least one address to listen on")
@@ -246,7 +176,7 @@ def _radius(t: _Table) -> RadiusSettings:
     return settings
 
 
-def _sessions(t: _Table) -> SessionSettings:
+def _sessions(t: Table) -> SessionSettings:
     d = SessionSettings()
     s = SessionSettings(
         default_interim_interval=t.positive(
@@ -262,7 +192,7 @@ def _sessions(t: _Table) -> SessionSettings:
     return s
 
 
-def _users(t: _Table) -> UserSettings:
+def _users(t: Table) -> UserSettings:
     d = UserSettings()
     pattern = t.get("pattern", str, None) or None
     if pattern is not None:
@@ -290,14 +220,14 @@ def _users(t: _Table) -> UserSettings:
     return s
 
 
-def _choice(t: _Table, name: str, choices: tuple[str, ...], default: str) -> str:
+def _choice(t: Table, name: str, choices: tuple[str, ...], default: str) -> str:
     value: str = t.get(name, str, default)
     if value not in choices:
         raise ConfigError(t.key(name), f"{value!r} is not one of {', '.join(choices)}")
     return value
 
 
-def _store(t: _Table, base: Path | None) -> StoreSettings:
+def _store(t: Table, base: Path | None) -> StoreSettings:
     d = StoreSettings()
     path = Path(t.get("path", str, str(d.path)))
     if base is not None and not path.is_absolute():
@@ -309,7 +239,11 @@ def _store(t: _Table, base: Path | None) -> StoreSettings:
             f"{sync!r} is not a SQLite synchronous mode",
             "FULL (survives power loss) or NORMAL",
         )
+    backend = _choice(t, "backend", BACKENDS, d.backend)
+    dsn = _dsn(t, backend)
+    password_file = t.get("password_file", str, None)
     s = StoreSettings(
+        backend=backend,
         path=path,
         synchronous=sync,
         max_batch=t.positive("max_batch", int, d.max_batch),
@@ -317,12 +251,74 @@ def _store(t: _Table, base: Path | None) -> StoreSettings:
         cache_mb=t.positive("cache_mb", int, d.cache_mb),
         retention_days=t.positive("retention_days", int, d.retention_days, zero=True),
         history_page_max=t.positive("history_page_max", int, d.history_page_max),
+        dsn=dsn,
+        password_file=(
+            None
+            if not password_file
+            else Path(password_file)
+            if base is None
+            else base / password_file
+        ),
+        password_env=t.get("password_env", str, d.password_env),
+        node_name=t.get("node_name", str, d.node_name),
+        feed_poll_interval=float(t.positive("feed_poll_interval", float, d.feed_poll_interval)),
     )
     t.done()
     return s
 
 
-def _api(t: _Table) -> ApiSettings:
+def _dsn(t: Table, backend: str) -> str:
+    dsn: str = t.get("dsn", str, "")
+    if backend != "postgresql":
+        return dsn
+    if not dsn:
+        raise ConfigError(
+            t.key("dsn"),
+            'is required with backend = "postgresql"',
+            'e.g. "postgresql://radtrack@/radtrack?host=/run/postgresql"',
+        )
+    parts = urllib.parse.urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            t.key("dsn"), "is not a postgresql:// URI", "postgresql://USER@HOST:PORT/DATABASE"
+        )
+    query = urllib.parse.parse_qs(parts.query)
+    if parts.password is not None or "password" in query:
+        # the message never repeats the DSN: it holds the password
+        raise ConfigError(
+            t.key("dsn"),
+            "holds a password",
+            "put it in a file named by store.password_file, or an environment variable "
+            "named by store.password_env, and leave it out of the DSN",
+        )
+    return dsn
+
+
+def store_password(store: StoreSettings) -> str | None:
+    """The PostgreSQL password from store.password_file or store.password_env (None: neither,
+    libpq's own ~/.pgpass or PGPASSWORD may still give one). Raises ConfigError."""
+    if store.password_file is not None:
+        try:
+            return store.password_file.read_text(encoding="utf-8").strip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                "store.password_file",
+                f"cannot be read: {getattr(exc, 'strerror', None) or exc}",
+                "a file holding only the password, readable by radtrack (mode 0600)",
+            ) from None
+    if store.password_env:
+        value = os.environ.get(store.password_env)
+        if value is None:
+            raise ConfigError(
+                "store.password_env",
+                f"the environment variable {store.password_env} is not set",
+                "set it in the service's environment (systemd: EnvironmentFile=)",
+            )
+        return value
+    return None
+
+
+def _api(t: Table) -> ApiSettings:
     d = ApiSettings()
     listen_raw = t.get("listen", str, "127.0.0.1:8080")
     listen = parse_endpoint(listen_raw, t.key("listen")) if listen_raw else None
@@ -387,7 +383,7 @@ def _api(t: _Table) -> ApiSettings:
     return s
 
 
-def _daemon(t: _Table) -> DaemonSettings:
+def _daemon(t: Table) -> DaemonSettings:
     d = DaemonSettings()
     level = t.get("log_level", str, d.log_level).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -404,7 +400,7 @@ def _daemon(t: _Table) -> DaemonSettings:
 
 def parse(data: Mapping[str, Any], source: Path | None = None) -> Settings:
     """Settings from a parsed TOML document; relative paths are relative to its folder."""
-    root = _Table(data, "")
+    root = Table(data, "")
     base = source.parent if source is not None else None
     settings = Settings(
         radius=_radius(root.table("radius")),

@@ -12,30 +12,31 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from radtrack import config as config_mod
 from radtrack.config import Settings
-from radtrack.errors import ConfigError, RadtrackError, StoreError
+from radtrack.errors import ConfigError, RadtrackError, StartupError, StoreError
 from radtrack.fastpath import FastAccountant
 from radtrack.index import SessionIndex, UserDirectory
-from radtrack.model import ChangeKind, Session, SessionChange, User
+from radtrack.model import Session, User
 from radtrack.radius import dictionary as dictionary_mod
 from radtrack.radius.disconnect import DisconnectClient, DisconnectResult
 from radtrack.sdnotify import Notifier, watchdog_interval
 from radtrack.service import AccountingService
-from radtrack.store import recovery
-from radtrack.store.history import PRUNE, HistoryReader
-from radtrack.store.schema import FREE_USERNAME, UPSERT_USER
-from radtrack.store.writer import Writer
-from radtrack.transport import UdpListener, bind_udp
+from radtrack.sessioncontrol import LimitSettings, SessionControl
+from radtrack.sockets import bind_all
+from radtrack.store.base import Store
+from radtrack.store.sqlite import SqliteStore
+from radtrack.transport import UdpListener
+from radtrack.usersync import UserSync
 
 if TYPE_CHECKING:  # the API is imported only when it is configured (start-up time)
     from radtrack.api.app import GraphQLApp
@@ -43,15 +44,34 @@ if TYPE_CHECKING:  # the API is imported only when it is configured (start-up ti
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_INTERVAL = 5.0
+MAINTAIN_INTERVAL = 5.0  # seconds between the store's background rounds (checkpoints)
 
 
-class StartupError(RadtrackError):
-    """The daemon cannot start (busy port, unusable database...)."""
+def make_store(settings: Settings) -> Store:
+    """The store the config names (no I/O until ``open``). Raises ConfigError (a password
+    file that cannot be read)."""
+    store = settings.store
+    if store.backend == "postgresql":
+        from radtrack.store.pg.store import PgStore  # asyncpg only when it is used
+
+        return PgStore(
+            store.dsn,
+            node=store.node_name or f"{socket.gethostname()}-{os.getpid()}",
+            password=config_mod.store_password(store),
+            max_batch=store.max_batch,
+            poll_interval=store.feed_poll_interval,
+        )
+    return SqliteStore(
+        store.path,
+        synchronous=store.synchronous,
+        max_batch=store.max_batch,
+        busy_timeout=store.busy_timeout,
+        cache_mb=store.cache_mb,
+    )
 
 
 class Daemon:
-    """The whole process: UDP intake, the writer, the live state and the HTTP API."""
+    """The whole process: UDP intake, the store, the live state and the HTTP API."""
 
     def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
         self.settings = settings
@@ -68,17 +88,14 @@ class Daemon:
             default_interim_interval=settings.sessions.default_interim_interval,
             stale_multiple=settings.sessions.stale_multiple,
         )
-        self.writer = Writer(
-            settings.store.path,
-            synchronous=settings.store.synchronous,
-            max_batch=settings.store.max_batch,
-            busy_timeout=settings.store.busy_timeout,
-            cache_mb=settings.store.cache_mb,
+        self.store: Store = make_store(settings)
+        self.user_sync = UserSync(self.index, self.users, self.store)
+        self.control = SessionControl(
+            self.index,
+            self.users,
+            LimitSettings(settings.users.default_max_sessions, settings.users.limit_policy),
+            settings.radius.clients,
         )
-        self.history = HistoryReader(settings.store.path)
-        self.disconnector: DisconnectClient | None = None
-        self._actions: set[asyncio.Task[DisconnectResult]] = set()
-        self.disconnect_results: Counter[str] = Counter()
         self.service: AccountingService | None = None
         self.listeners: list[UdpListener] = []
         self.http_server: EmbeddedServer | None = None
@@ -95,56 +112,21 @@ class Daemon:
     def readiness(self) -> dict[str, bool]:
         return {
             "udp": bool(self.listeners) and self.started,
-            "database": self.writer.healthy and self.started,
+            "database": self.store.healthy and self.started,
         }
 
     async def upsert_users(self, users: list[User]) -> None:
-        # one transaction; shielded so a cancelled HTTP request cannot half-apply it
-        await asyncio.shield(
-            self.writer.run(
-                [
-                    # a username moves to its new user id: free it first (it is UNIQUE)
-                    (FREE_USERNAME, [(u.username, u.user_id) for u in users if u.username]),
-                    (
-                        UPSERT_USER,
-                        [(u.user_id, u.username, u.reseller_id, u.max_sessions) for u in users],
-                    ),
-                ]
-            )
-        )
-        for user in users:
-            self.users.upsert(user)
-        self._remap({user.username for user in users if user.username is not None})
+        await self.user_sync.upsert(users)
 
-    # -- session control (issue #6) -------------------------------------------------------------
     def device_limit(self, user_id: int) -> int:
-        """The most sessions a user may have online; 0 means no limit."""
-        user = self.users.get(user_id)
-        if user is not None and user.max_sessions:
-            return user.max_sessions
-        return self.settings.users.default_max_sessions
+        return self.control.device_limit(user_id)
 
     async def disconnect(self, session: Session, *, requested_by: str) -> DisconnectResult:
-        """Send a Disconnect-Request for an online session to its NAS (RFC 5176) and report
-        the result; after an ACK the session is marked disconnecting until its Stop arrives."""
-        assert self.disconnector is not None
-        client = next((c for c in self.settings.radius.clients if c.name == session.nas_name), None)
-        if client is None:
-            raise LookupError(f"the NAS {session.nas_name!r} is no longer configured")
-        result = await self.disconnector.disconnect(session, client, event_time=int(time.time()))
-        self.disconnect_results[result.status] += 1
-        if session.online:
-            session.disconnecting = result.status == "ACK"
-        logger.info(
-            "event=disconnect by=%s session=%s user=%s nas=%s result=%s error_cause=%s",
-            requested_by,
-            session.id,
-            session.user_id,
-            session.nas_name,
-            result.status,
-            result.error_cause,
-        )
-        return result
+        return await self.control.disconnect(session, requested_by=requested_by)
+
+    @property
+    def disconnect_results(self) -> Counter[str]:
+        return self.control.results
 
     @property
     def history_page_max(self) -> int:
@@ -159,52 +141,9 @@ class Daemon:
         limit: int,
         cursor: str | None,
     ) -> tuple[list[Session], str | None]:
-        # the history reads ``sessions``: fold the journal first, so every acknowledged packet
-        # is in what it reads
-        await self.writer.sync()
-        return await self.history.page(
+        return await self.store.history_page(
             user_id, since=since, until=until, limit=limit, cursor=cursor
         )
-
-    def _enforce_limits(self, changes: Sequence[SessionChange]) -> None:
-        """After a committed Start: a user over its device limit is reported, and with a
-        limit_policy its oldest (or newest) sessions get a Disconnect-Request."""
-        policy = self.settings.users.limit_policy
-        seen: set[int] = set()
-        for change in changes:
-            user_id = change.session.user_id
-            if change.kind is not ChangeKind.STARTED or user_id is None or user_id in seen:
-                continue
-            seen.add(user_id)
-            limit = self.device_limit(user_id)
-            if not limit:
-                continue
-            online = [s for s in self.index.for_user(user_id) if not s.disconnecting]
-            excess = len(online) - limit
-            if excess <= 0:
-                continue
-            logger.info(
-                "event=device_limit_exceeded user=%s online=%d limit=%d policy=%s",
-                user_id,
-                len(online),
-                limit,
-                policy,
-            )
-            if policy == "off":
-                continue
-            victims = online[:excess] if policy == "disconnect-oldest" else online[-excess:]
-            for victim in victims:
-                victim.disconnecting = True  # counted as leaving: no second request for it
-                task = asyncio.get_running_loop().create_task(
-                    self.disconnect(victim, requested_by=f"limit-policy:{policy}")
-                )
-                self._actions.add(task)
-                task.add_done_callback(self._action_done)
-
-    def _action_done(self, task: asyncio.Task[DisconnectResult]) -> None:
-        self._actions.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("event=limit_disconnect_failed error=%r", str(task.exception()))
 
     async def prune_history(self, now: float | None = None) -> int:
         """Delete closed sessions older than store.retention_days; returns how many."""
@@ -212,12 +151,7 @@ class Daemon:
         if not days:
             return 0
         before = (time.time() if now is None else now) - days * 86_400
-        total = 0
-        while True:
-            changed = await self.writer.execute(PRUNE, (before,))
-            total += changed
-            if changed < 5_000:
-                break
+        total = await self.store.prune_closed(before)
         if total:
             logger.info("event=history_pruned rows=%d retention_days=%d", total, days)
         return total
@@ -237,7 +171,9 @@ class Daemon:
             dictionary = dictionary_mod.load(settings.radius.dictionary)
         except RadtrackError as exc:
             raise StartupError(str(exc)) from None
-        sockets = self._bind_all()
+        sockets, self._http_socket = bind_all(
+            settings.radius.listen, settings.radius.receive_buffer, settings.api.listen
+        )
         try:
             await self._open_store()
         except BaseException:
@@ -246,9 +182,9 @@ class Daemon:
             if self._http_socket is not None:
                 self._http_socket.close()
             raise
-        self.service = AccountingService(settings.radius, dictionary, self.accountant, self.writer)
-        self.service.subscribers.append(self._enforce_limits)
-        self.disconnector = DisconnectClient(
+        self.service = AccountingService(settings.radius, dictionary, self.accountant, self.store)
+        self.service.subscribers.append(self.control.enforce_limits)
+        self.control.disconnector = DisconnectClient(
             dictionary, settings.radius.disconnect_timeout, settings.radius.disconnect_attempts
         )
         for sock in sockets:
@@ -260,9 +196,11 @@ class Daemon:
             assert self.app is not None
             # live view (issue #8): committed changes also go to the API's subscriptions
             self.service.subscribers.append(self.app.events.publish)
+        # what other nodes commit (PostgreSQL), from the cursor the live state was loaded at
+        self.store.follow_remote(self._apply_remote)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._expire_loop(), name="radtrack-expire"))
-        self._tasks.append(loop.create_task(self._checkpoint_loop(), name="radtrack-checkpoint"))
+        self._tasks.append(loop.create_task(self._maintain_loop(), name="radtrack-maintain"))
         self._tasks.append(loop.create_task(self._notify_loop(), name="radtrack-notify"))
         if settings.store.retention_days:
             self._tasks.append(loop.create_task(self._retention_loop(), name="radtrack-retention"))
@@ -274,54 +212,24 @@ class Daemon:
             f"{self.http_address[0]}:{self.http_address[1]}" if self.http_address else "off",
             len(self.index),
             self.recovered_sessions,
-            settings.store.path,
+            self.store.describe(),
         )
 
-    def _bind_all(self) -> list[socket.socket]:
-        settings = self.settings
-        sockets: list[socket.socket] = []
-        try:
-            for endpoint in settings.radius.listen:
-                try:
-                    sockets.append(bind_udp(endpoint, settings.radius.receive_buffer))
-                except OSError as exc:
-                    raise StartupError(
-                        f"radius.listen: cannot bind UDP {endpoint}: {exc.strerror} "
-                        "(hint: is another radtrack or a RADIUS server running on that port?)"
-                    ) from None
-            if settings.api.listen is not None:
-                from radtrack.api.server import bind_tcp
-
-                try:
-                    self._http_socket = bind_tcp(settings.api.listen.host, settings.api.listen.port)
-                except OSError as exc:
-                    raise StartupError(
-                        f"api.listen: cannot bind TCP {settings.api.listen}: {exc.strerror} "
-                        "(hint: another process is using that port)"
-                    ) from None
-        except BaseException:
-            for sock in sockets:
-                sock.close()
-            raise
-        return sockets
-
     async def _open_store(self) -> None:
-        path = self.settings.store.path
         try:
-            await self.writer.open()
+            await self.store.open()
         except Exception as exc:
+            key, hint = (
+                ("store.dsn", "is PostgreSQL running, and may this user connect to it?")
+                if self.settings.store.backend == "postgresql"
+                else ("store.path", "check the directory exists and is writable")
+            )
             raise StartupError(
-                f"store.path: cannot open database {path}: {exc} "
-                "(hint: check the directory exists and is writable)"
+                f"{key}: cannot open database {self.store.describe()}: {exc} (hint: {hint})"
             ) from None
         started = time.monotonic()
-        closed_limit = self.settings.sessions.closed_cache
-
-        def load() -> tuple[list[Session], list[User]]:
-            return list(recovery.load_sessions(path, closed_limit)), recovery.load_users(path)
-
-        sessions, users = await asyncio.to_thread(load)
-        await self.history.open()
+        state = await self.store.load_state(self.settings.sessions.closed_cache)
+        sessions, users = state.sessions, state.users
         for user in users:
             self.users.upsert(user)
         now = time.time()
@@ -335,7 +243,7 @@ class Daemon:
             len(self.index),
             len(sessions) - len(self.index),
             len(users),
-            self.writer.stats.recovered_journal_rows,
+            state.journal_rows,
             time.monotonic() - started,
         )
 
@@ -364,17 +272,27 @@ class Daemon:
         tick = min(1.0, interval)
         while True:
             await asyncio.sleep(tick)
-            if self.service is not None:
+            # not while the store fails: on PostgreSQL the other nodes' updates may not be
+            # arriving, and a session they keep alive must not be closed here as stale
+            if self.service is not None and self.store.healthy:
                 budget = max(1_000, int(len(self.index) * tick / interval) + 1)
                 self.service.expire(budget)
 
-    async def _checkpoint_loop(self) -> None:
+    async def _maintain_loop(self) -> None:
         while True:
-            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            await asyncio.sleep(MAINTAIN_INTERVAL)
             try:
-                await self.writer.checkpoint()
+                await self.store.maintain()
             except Exception as exc:  # a busy or failing disk: the next round tries again
                 logger.debug("event=checkpoint_failed error=%s", exc)
+
+    def _apply_remote(self, sessions: Sequence[Session]) -> None:
+        """Sessions other nodes committed: into memory, and to the API's subscribers."""
+        if self.service is None:
+            return
+        changes = self.service.apply_remote(sessions)
+        if changes and self.app is not None:
+            self.app.events.publish(changes)
 
     def reload(self) -> bool:
         """Re-read the config file (SIGHUP): NAS clients, secrets and API tokens change live;
@@ -389,27 +307,17 @@ class Daemon:
             logger.error("event=reload_rejected error=%r (the running config is kept)", str(exc))
             return False
         old = self.settings
-        fixed = {
-            "radius.listen": (old.radius.listen, new.radius.listen),
-            "radius.receive_buffer": (old.radius.receive_buffer, new.radius.receive_buffer),
-            "store": (old.store, new.store),
-            "api.listen": (old.api.listen, new.api.listen),
-            "api limits": (
-                replace(old.api, tokens=()),
-                replace(new.api, tokens=()),
-            ),
-            "sessions": (old.sessions, new.sessions),
-            "users": (old.users, new.users),
-            "daemon": (old.daemon, new.daemon),
-        }
-        for key, (before, after) in fixed.items():
-            if before != after:
-                logger.warning("event=reload_needs_restart key=%s (the running value is kept)", key)
+        for key in old.needing_restart(new):
+            logger.warning("event=reload_needs_restart key=%s (the running value is kept)", key)
         radius = replace(
             new.radius, listen=old.radius.listen, receive_buffer=old.radius.receive_buffer
         )
-        self._reload_users()
+        # users written by `radtrack users import` are read off the loop, then applied
+        task = asyncio.get_running_loop().create_task(self.user_sync.reload())
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
         self.settings = replace(old, radius=radius, api=replace(old.api, tokens=new.api.tokens))
+        self.control.clients = radius.clients
         if self.service is not None:
             self.service.reconfigure(radius)
         if self.app is not None:
@@ -425,45 +333,20 @@ class Daemon:
         self.notifier.notify("READY=1", self.status_line())
         return True
 
-    def _remap(self, names: set[str]) -> None:
-        """Re-file the online sessions of these User-Names under their (new) user ids, in
-        memory and in SQLite (invariant 3: both agree)."""
-        if not names:
-            return
-        changes = []
-        for session in self.index:
-            if session.user_name in names:
-                user_id = self.users.resolve(session.user_name, session.class_hex)
-                if user_id != session.user_id:
-                    self.index.set_user(session, user_id)
-                    changes.append(SessionChange(ChangeKind.UPDATED, session))
-        if changes:
-            self.writer.submit(changes)
-
-    def _reload_users(self) -> None:
-        """Pick up users written by `radtrack users import` (they went straight to SQLite)."""
-        try:
-            users = recovery.load_users(self.settings.store.path)
-        except Exception as exc:  # a locked or failing database: keep the users we have
-            logger.warning("event=users_reload_failed error=%r", str(exc))
-            return
-        changed = [u for u in users if self.users.get(u.user_id) != u]
-        for user in changed:
-            self.users.upsert(user)
-        if changed:
-            self._remap({u.username for u in changed if u.username is not None})
-            logger.info("event=users_reloaded changed=%d", len(changed))
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
 
     def status_line(self) -> str:
         stats = self.service.stats if self.service is not None else None
         return (
             f"STATUS=online={len(self.index)} acknowledged={stats.acknowledged if stats else 0}"
-            f" database={'ok' if self.writer.healthy else 'failing'}"
+            f" database={'ok' if self.store.healthy else 'failing'}"
         )
 
     async def _notify_loop(self) -> None:
         """STATUS= every few seconds; WATCHDOG=1 only while the loop runs (this task is
-        scheduled at all) and no commit hangs (the writer makes progress)."""
+        scheduled at all) and no commit hangs (the store makes progress)."""
         watchdog = watchdog_interval()
         period = min(watchdog, 5.0) if watchdog else 5.0
         last_acked = 0
@@ -475,7 +358,7 @@ class Daemon:
             rate = (acked - last_acked) / max(now - last, 1e-6)
             last_acked, last = acked, now
             fields = [f"{self.status_line()} packets_per_second={rate:.0f}"]
-            if watchdog and not self.writer.stuck(2 * watchdog):
+            if watchdog and not self.store.stuck(2 * watchdog):
                 fields.append("WATCHDOG=1")
             self.notifier.notify(*fields)
 
@@ -504,9 +387,9 @@ class Daemon:
                 await task
         self._tasks.clear()
         try:
-            await asyncio.wait_for(self.writer.flush(), max(0.1, deadline - time.monotonic()))
+            await asyncio.wait_for(self.store.flush(), max(0.1, deadline - time.monotonic()))
         except TimeoutError:
-            logger.error("event=shutdown_flush_timeout queued=%d", self.writer.queued)
+            logger.error("event=shutdown_flush_timeout queued=%d", self.store.queued)
         for listener in self.listeners:
             listener.close()
         self.listeners.clear()
@@ -515,10 +398,8 @@ class Daemon:
             self.http_server = None
         elif self._http_socket is not None:
             self._http_socket.close()
-        for action in list(self._actions):
-            action.cancel()
-        await self.history.close()
-        await self.writer.close(max(0.1, deadline - time.monotonic()))
+        self.control.cancel()
+        await self.store.close(max(0.1, deadline - time.monotonic()))
         stats = self.service.stats if self.service is not None else None
         logger.info(
             "event=stopped accepted=%d acknowledged=%d unanswered=%d",
@@ -531,7 +412,12 @@ class Daemon:
 async def run(settings: Settings) -> int:
     """Run the daemon until SIGTERM/SIGINT; a second signal forces exit. Returns an exit code."""
     notifier = Notifier()
-    daemon = Daemon(settings, notifier)
+    try:
+        daemon = Daemon(settings, notifier)
+    except ConfigError as exc:  # e.g. store.password_file cannot be read
+        logger.error("event=startup_failed error=%r", str(exc))
+        notifier.close()
+        return 1
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -563,7 +449,3 @@ async def run(settings: Settings) -> int:
     await daemon.stop()
     notifier.close()
     return 0
-
-
-def load_settings(path: str | Path) -> Settings:
-    return config_mod.load(path)

@@ -4,7 +4,8 @@ Contracts:
 - ``config.load`` raises only ConfigError (with the key path and a hint).
 - ``radius.dictionary.load`` raises only DictionaryError.
 - ``radius.codec.decode`` raises only MalformedPacket; anything else is a bug.
-- ``store.writer`` reports a failed commit as StoreError; the packets of that batch get no reply.
+- a store (``store.base.Store``) reports a failed write as StoreError; a failed commit's packets
+  get no reply.
 """
 
 from __future__ import annotations
@@ -37,3 +38,7 @@ class MalformedPacket(RadtrackError):
 
 class StoreError(RadtrackError):
     """A database write failed (disk full, read-only, locked); nothing of it is acknowledged."""
+
+
+class StartupError(RadtrackError):
+    """The daemon cannot start (busy port, unusable database...)."""

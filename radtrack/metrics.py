@@ -19,7 +19,7 @@ from prometheus_client.core import (
 from radtrack.api.app import GraphQLApp
 from radtrack.index import SessionIndex
 from radtrack.service import ACK_BUCKETS, DROP_REASONS, AccountingService
-from radtrack.store.writer import COMMIT_BUCKETS, Writer
+from radtrack.store.base import COMMIT_BUCKETS, Store
 from radtrack.transport import UdpListener
 
 
@@ -34,7 +34,7 @@ class Observed(Protocol):
     @property
     def index(self) -> SessionIndex: ...
     @property
-    def writer(self) -> Writer: ...
+    def store(self) -> Store: ...
     @property
     def disconnect_results(self) -> Mapping[str, int]: ...
     @property
@@ -103,23 +103,33 @@ class DaemonCollector:
         for nas, count in sorted(daemon.index.per_nas.items()):
             per_nas.add_metric([nas], count)
         yield per_nas
-        writer = daemon.writer.stats
+        store = daemon.store.stats
         for name, doc, value in (
-            ("commits", "Group commits to SQLite.", writer.commits),
-            ("commit_rows", "Session rows written.", writer.rows),
-            ("commit_failures", "Commits that failed (no replies sent).", writer.failures),
+            ("commits", "Group commits to the store.", store.commits),
+            ("commit_rows", "Session rows written.", store.rows),
+            ("commit_failures", "Commits that failed (no replies sent).", store.failures),
             (
                 "commit_rejected_rows",
                 "Session rows the store could not hold (their packets unanswered, the rest "
                 "stored).",
-                writer.rejected_rows,
+                store.rejected_rows,
             ),
-            ("journal_folds", "Folds of the journal into the sessions table.", writer.folds),
-            ("journal_folded_rows", "Journal rows folded.", writer.folded_rows),
+            ("journal_folds", "Folds of the journal into the sessions table.", store.folds),
+            ("journal_folded_rows", "Journal rows folded.", store.folded_rows),
             (
                 "journal_fold_failures",
                 "Folds that failed (retried; acknowledgements go on).",
-                writer.fold_failures,
+                store.fold_failures,
+            ),
+            (
+                "feed_sessions",
+                "Session states other nodes committed, applied here (PostgreSQL).",
+                store.remote_sessions,
+            ),
+            (
+                "feed_failures",
+                "Reads of the change feed that failed (PostgreSQL; retried).",
+                store.feed_failures,
             ),
         ):
             yield CounterMetricFamily(f"radtrack_{name}", doc, value=value)
@@ -127,22 +137,22 @@ class DaemonCollector:
             "radtrack_commit_seconds",
             "Duration of one group commit.",
             COMMIT_BUCKETS,
-            writer.commit_buckets,
-            writer.commit_seconds_sum,
+            store.commit_buckets,
+            store.commit_seconds_sum,
         )
         for name, doc, value in (
-            ("commit_batch_rows", "Rows in the last commit.", writer.last_batch),
+            ("commit_batch_rows", "Rows in the last commit.", store.last_batch),
             (
                 "journal_pending_rows",
                 "Journal rows committed but not folded into the sessions table yet.",
-                writer.pending_rows,
+                store.pending_rows,
             ),
             (
                 "packets_in_flight",
                 "Accepted packets waiting for their commit.",
-                daemon.writer.queued,
+                daemon.store.queued,
             ),
-            ("database_healthy", "1 while commits succeed.", 1 if daemon.writer.healthy else 0),
+            ("database_healthy", "1 while commits succeed.", 1 if daemon.store.healthy else 0),
         ):
             yield GaugeMetricFamily(f"radtrack_{name}", doc, value=value)
         disconnects = CounterMetricFamily(

@@ -1,6 +1,6 @@
-"""The glue of the packet path: datagram -> client -> dedup -> codec -> accounting -> writer ->
+"""The glue of the packet path: datagram -> client -> dedup -> codec -> accounting -> store ->
 (after the commit) Accounting-Response and events. Everything here runs on the event loop and
-never blocks; the writer's thread does the disk work.
+never blocks; the store's commit thread does the disk work.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from radtrack import fastpath
 from radtrack.accounting import Accountant
 from radtrack.errors import MalformedPacket
 from radtrack.logs import RateLimiter
-from radtrack.model import SessionChange
+from radtrack.model import ChangeKind, Session, SessionChange
 from radtrack.radius import codec
 from radtrack.radius.dedup import IN_FLIGHT, Key, ResponseCache
 from radtrack.radius.settings import ClientSettings, RadiusSettings
-from radtrack.store.writer import Outcome, Partial, Writer
+from radtrack.store.base import Outcome, Partial, Store
 from radtrack.transport import Address, UdpListener
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class AccountingService:
         settings: RadiusSettings,
         dictionary: Dictionary,
         accountant: Accountant,
-        writer: Writer,
+        store: Store,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -119,7 +119,7 @@ class AccountingService:
         self.clients = ClientTable(settings.clients)
         self.decoder = fastpath.FastAccountingDecoder(dictionary)
         self.accountant = accountant
-        self.writer = writer
+        self.store = store
         self.cache = ResponseCache(settings.dedup_ttl, settings.dedup_capacity)
         self.clock = clock
         self.stats = Stats()
@@ -127,7 +127,7 @@ class AccountingService:
         self._warn = RateLimiter()
         # packets in flight that were retransmitted meanwhile (answered again after the commit)
         self._retransmitted: set[Key] = set()
-        # what was submitted to the writer and is not done yet, in submit order: the writer runs
+        # what was submitted to the store and is not done yet, in submit order: the store runs
         # the callbacks in that order (commit order), so the one callback, _done, needs no
         # argument of its own (no partial or closure per packet); the first ``_committed`` of
         # them are committed, and _after_commit does their bookkeeping (cache, latency, events)
@@ -158,8 +158,8 @@ class AccountingService:
 
     def on_datagram(self, listener: UdpListener, data: bytes, addr: Address) -> None:
         received = time.monotonic()  # the ack latency counts from here
-        if self.writer.finished:
-            self.writer.run_finished()
+        if self.store.finished:
+            self.store.run_finished()
         if self._after_commit_soon:
             # a commit's events go out before this packet changes any session: an event shows
             # its session as that commit left it (a NAS may send the next packet as soon as it
@@ -203,7 +203,7 @@ class AccountingService:
         if code == _STATUS_SERVER:
             # RFC 5997 §3: answered with an Accounting-Response carrying a Message-Authenticator,
             # but only while radtrack can store what it would be sent
-            if not self.writer.healthy:
+            if not self.store.healthy:
                 self._drop("not_ready", peer)
                 return
             stats.status_server += 1
@@ -212,8 +212,8 @@ class AccountingService:
             )
             return
         queue_size = self.settings.queue_size
-        # every callback the writer holds is one of _submitted: the short list first
-        if len(self._submitted) >= queue_size and self.writer.queued >= queue_size:
+        # every callback the store holds is one of _submitted: the short list first
+        if len(self._submitted) >= queue_size and self.store.queued >= queue_size:
             self._drop("queue_full", peer)  # unanswered: the NAS retransmits later
             return
         try:
@@ -230,11 +230,11 @@ class AccountingService:
         self.cache.begin(key, now)
         reply = codec.encode_reply(packet, client.secret)
 
-        self.writer.submit(changes, self._done, (listener, reply, addr))
+        self.store.submit(changes, self._done, (listener, reply, addr))
         self._submitted.append((key, reply, received, changes, listener, addr))
 
     def _done(self, ok: Outcome) -> None:
-        """The writer's callback, on the event loop after a commit (which has sent the replies
+        """The store's callback, on the event loop after a commit (which has sent the replies
         already), for the oldest submission not done yet. The bookkeeping is done once for all
         the packets of the commit, in _after_commit, right after their callbacks."""
         if ok is not True:
@@ -296,7 +296,7 @@ class AccountingService:
             return
         self._repairs.difference_update(ready)
         try:
-            stored = self.writer.committed_sessions(ready)
+            stored = self.store.committed_sessions(ready)
         except Exception:  # the disk fails too: try again after the next commit
             logger.exception("event=repair_failed sessions=%d", len(ready))
             self._repairs.update(ready)
@@ -351,7 +351,7 @@ class AccountingService:
 
     def expire(self, budget: int | None = None) -> int:
         """Close stale sessions (the timer calls this); returns how many were closed."""
-        self.writer.run_finished()
+        self.store.run_finished()
         self._after_commit()  # events of the last commit first, before sessions change
         changes = self.accountant.expire(self.clock(), budget=budget)
         if changes:
@@ -364,9 +364,33 @@ class AccountingService:
                     change.session.session_id,
                 )
             # published in commit order, after the packets committed before them
-            self.writer.submit(changes, self._done)
+            self.store.submit(changes, self._done)
             self._submitted.append((None, b"", 0.0, changes, None, None))
         return len(changes)
+
+    def apply_remote(self, sessions: Sequence[Session]) -> list[SessionChange]:
+        """Sessions as the store holds them after other nodes' commits (store/pg/): each
+        replaces this node's state of the session unless this node's is newer (a packet it
+        handled that the other node's commit did not see). Returns the changes, for the
+        API's subscribers; the device-limit policy is the ingesting node's to apply."""
+        self.store.run_finished()
+        self._after_commit()  # this node's own events first, before sessions change
+        find = self.accountant.index.find
+        now = self.clock()
+        changes: list[SessionChange] = []
+        for stored in sessions:
+            local = find(stored.id)
+            if local is not None and not _supersedes(stored, local):
+                continue
+            if stored.stop_time is not None:
+                kind = ChangeKind.STOPPED
+            elif local is None or local.stop_time is not None:
+                kind = ChangeKind.STARTED
+            else:
+                kind = ChangeKind.UPDATED
+            self.accountant.reload(stored.id, stored, now)
+            changes.append(SessionChange(kind, stored))
+        return changes
 
     def _publish(self, changes: Sequence[SessionChange]) -> None:
         for subscriber in list(self.subscribers):
@@ -374,3 +398,16 @@ class AccountingService:
                 subscriber(changes)
             except Exception:
                 logger.exception("event=subscriber_failed")
+
+
+def _supersedes(stored: Session, local: Session) -> bool:
+    """Whether a stored state replaces the one in memory: a different state, and not an older
+    one (the later last update, then the longer session time, then closed before open; the
+    order the PostgreSQL store writes by, store/pg/feed.py WRITE_NEWER)."""
+    if stored.row() == local.row():
+        return False
+    return (stored.last_update, stored.session_time, stored.stop_time is not None) >= (
+        local.last_update,
+        local.session_time,
+        local.stop_time is not None,
+    )

@@ -190,9 +190,9 @@ class DaemonThread:
 
         async def read() -> tuple[dict[str, tuple[object, ...]], dict[str, tuple[object, ...]]]:
             daemon = self.daemon
-            await daemon.writer.flush()
-            while daemon.writer.queued:  # the stale timer closed sessions meanwhile
-                await daemon.writer.flush()
+            await daemon.store.flush()
+            while daemon.store.queued:  # the stale timer closed sessions meanwhile
+                await daemon.store.flush()
             # nothing in flight: read both without giving the event loop a turn in between
             return snapshot(daemon)
 

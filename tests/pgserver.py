@@ -104,6 +104,7 @@ class PgCluster:
         self.log = self.root / "server.log"
         self.port = 0
         self._started = False
+        self._options = ""
         self._databases = 0
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -162,12 +163,35 @@ class PgCluster:
             )
             if done.returncode == 0:
                 self._started = True
+                self._options = options
                 return
             if attempt == 4 or "could not bind" not in self.log.read_text(errors="replace"):
                 raise RuntimeError(
                     f"pg_ctl start failed: {done.stdout}{done.stderr}\n"
                     f"{self.log.read_text(errors='replace')}"
                 )
+
+    def pause(self) -> None:
+        """Stop the server (fast: clients are disconnected), keeping the cluster: ``resume``
+        starts it again on the same port (a PostgreSQL restart, as a client sees it)."""
+        self._run("pg_ctl", "stop", "--pgdata", str(self.data), "--mode", "fast", "--wait")
+        self._started = False
+
+    def resume(self) -> None:
+        self._run(
+            "pg_ctl",
+            "start",
+            "--pgdata",
+            str(self.data),
+            "--wait",
+            "--timeout",
+            "60",
+            "--log",
+            str(self.log),
+            "--options",
+            self._options,
+        )
+        self._started = True
 
     def stop(self) -> None:
         """Stop the server (fast: disconnects clients) and remove the cluster; idempotent."""

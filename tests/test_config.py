@@ -165,3 +165,59 @@ def test_unreadable_or_invalid_file(tmp_path: Path) -> None:
     bad.write_text("[radius\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         config.load(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "hint"),
+    [
+        ("[store]\nbackend = 'postgresql'\n", "store.dsn", "postgresql://"),
+        ("[store]\nbackend = 'mysql'\n", "store.backend", ""),
+        (
+            "[store]\nbackend = 'postgresql'\ndsn = 'postgresql://radtrack:s3cret@db/radtrack'\n",
+            "store.dsn",
+            "store.password_file",
+        ),
+        (
+            "[store]\nbackend = 'postgresql'\ndsn = 'postgresql://db/r?password=s3cret'\n",
+            "store.dsn",
+            "store.password_env",
+        ),
+        ("[store]\nbackend = 'postgresql'\ndsn = 'mysql://db/r'\n", "store.dsn", "postgresql://"),
+    ],
+)
+def test_postgresql_settings_are_checked_and_never_repeat_a_password(
+    text: str, path: str, hint: str
+) -> None:
+    exc = error(text)
+    assert exc.path == path, str(exc)
+    assert hint in str(exc)
+    assert "s3cret" not in str(exc)
+
+
+def test_the_postgresql_password_comes_from_a_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pw").write_text("from-the-file\n")
+    (tmp_path / "a.toml").write_text(
+        "[store]\nbackend = 'postgresql'\ndsn = 'postgresql://radtrack@db/radtrack'\n"
+        "password_file = 'pw'\n"
+    )
+    settings = config.load(tmp_path / "a.toml")
+    assert config.store_password(settings.store) == "from-the-file"
+    assert "from-the-file" not in repr(settings)
+
+    (tmp_path / "b.toml").write_text(
+        "[store]\nbackend = 'postgresql'\ndsn = 'postgresql://radtrack@db/radtrack'\n"
+        "password_env = 'RADTRACK_TEST_PG_PASSWORD'\n"
+    )
+    settings = config.load(tmp_path / "b.toml")
+    with pytest.raises(ConfigError) as unset:
+        config.store_password(settings.store)
+    assert unset.value.path == "store.password_env"
+    monkeypatch.setenv("RADTRACK_TEST_PG_PASSWORD", "from-the-env")
+    assert config.store_password(settings.store) == "from-the-env"
+
+    (tmp_path / "pw").unlink()
+    with pytest.raises(ConfigError) as missing:
+        config.store_password(config.load(tmp_path / "a.toml").store)
+    assert missing.value.path == "store.password_file"

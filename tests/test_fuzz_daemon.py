@@ -124,7 +124,7 @@ def test_odd_packets_never_stop_the_others(running: DaemonThread) -> None:
         assert normal.replies(normal_sent, 5.0) == normal_sent, "a normal packet got no answer"
         assert odd.replies(odd_sent, 5.0) == odd_sent, "an odd packet got no answer"
         daemon = running.daemon
-        assert daemon.writer.healthy
+        assert daemon.store.healthy
         for sid in normal_ids:
             session = daemon.index.get(sid)
             assert session is not None and session.online, f"normal session {sid} not online"

@@ -344,11 +344,11 @@ async def test_retransmission_gets_the_same_answer_without_a_new_write(
             sock.sendto(data, ("127.0.0.1", port))  # same source port, id and authenticator
             return first, sock.recv(4096)
 
-    commits = ingest.writer.stats.commits
+    commits = ingest.store.stats.commits
     first, second = await asyncio.to_thread(exchange)
     assert first == second
     assert ingest.service.stats.duplicates == 1
-    assert ingest.writer.stats.commits == commits + 1  # the duplicate touched nothing
+    assert ingest.store.stats.commits == commits + 1  # the duplicate touched nothing
 
 
 @pytest.mark.asyncio
@@ -463,9 +463,9 @@ async def test_locked_main_database_delays_only_the_fold(
         reply = await send_raw(udp_port(daemon), data, timeout=3.0)
         assert reply is not None and reply[0] == 5
         with pytest.raises(StoreError):
-            await daemon.writer.sync()  # the fold cannot run while the lock is held
+            await daemon.store.sync()  # the fold cannot run while the lock is held
         assert daemon.readiness()["database"] is True
-    await daemon.writer.sync()
+    await daemon.store.sync()
     conn = sqlite3.connect(db_path(daemon))
     try:
         folded = conn.execute("SELECT session_id FROM sessions").fetchall()

@@ -57,7 +57,7 @@ async def test_metrics_parse_and_move_with_packets(daemon: Daemon, dictionary: A
         + after[("radtrack_journal_folded_rows_total", ())]
         == 1
     )
-    await daemon.writer.sync()
+    await daemon.store.sync()
     folded = await scrape(daemon)
     assert folded[("radtrack_journal_pending_rows", ())] == 0
     assert folded[("radtrack_journal_folded_rows_total", ())] == 1

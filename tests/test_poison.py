@@ -100,7 +100,7 @@ async def test_the_packet_of_the_issue_is_stored_escaped_and_the_next_answered_a
         port, datagram(3, SECRET.encode(), normal_start("next", 4243, 1_705_314_602))
     )
     assert loop.time() - started < 1.0  # answered at once, no retry loop in the way
-    assert daemon.writer.healthy
+    assert daemon.store.healthy
 
     [poisoned] = [s for s in daemon.index if s.session_id == "\\xffsid"]
     assert poisoned.user_name == "\\xff"
@@ -150,8 +150,8 @@ async def test_a_row_the_store_refuses_loses_only_its_own_packet(
         sender.close()
     assert got == normal  # every other packet answered, the refused one not
     assert daemon.service.stats.dropped["unstorable"] == 1
-    assert daemon.writer.stats.rejected_rows == 1
-    assert daemon.writer.healthy
+    assert daemon.store.stats.rejected_rows == 1
+    assert daemon.store.healthy
     refused = session_key(NAS_KEY, "refused", None)
     assert daemon.index.find(refused) is None  # memory holds what the store holds
     memory, stored = snapshot(daemon)

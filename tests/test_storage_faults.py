@@ -87,7 +87,7 @@ async def test_full_disk_means_no_answer_until_space_returns(
     waiting = [start(dictionary, f"full-{n}") for n in range(30)]
     answers = await asyncio.gather(*(send_raw(port, p, timeout=1.0) for p in waiting))
     assert all(a is None for a in answers)  # nothing acknowledged while nothing is stored
-    assert daemon.writer.healthy is False
+    assert daemon.store.healthy is False
     assert await readyz(daemon) == 503
     assert "event=commit_failed" in caplog.text
     filler.unlink()

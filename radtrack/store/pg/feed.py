@@ -68,6 +68,25 @@ WRITE = (
     f"ON CONFLICT (id) DO UPDATE SET {_SET} RETURNING id) "
     "INSERT INTO session_changes (ids) SELECT array_agg(id) FROM written"
 )
+# As WRITE, but a session's row is replaced only by a state at least as new: the later last
+# update, then the longer session time, then closed before open (a session closed as stale at
+# its last update, and reopened by a later Interim, as the accounting core does). A node that
+# wrote from a state older than another node's commit (a NAS failing over mid-flight) does not
+# take the session back. Returns the ids written; the others' rows stay (the writer re-reads
+# them).
+_NEWER = (
+    "(excluded.last_update, excluded.session_time, excluded.stop_time IS NOT NULL) >= "
+    "(sessions.last_update, sessions.session_time, sessions.stop_time IS NOT NULL)"
+)
+WRITE_NEWER = (
+    "WITH written AS ("
+    f"INSERT INTO sessions ({_COLUMNS}, written_by) "
+    f"SELECT u.*, $1 FROM unnest({_ARRAYS}) AS u "
+    f"ON CONFLICT (id) DO UPDATE SET {_SET} WHERE {_NEWER} RETURNING id), "
+    "changed AS (INSERT INTO session_changes (ids) "
+    "SELECT array_agg(id) FROM written HAVING count(*) > 0) "
+    "SELECT id FROM written"
+)
 _HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot()), (SELECT floor FROM feed_state)"
 # the xid of the change row (commit) at ``limit``: a read ends below it
 _LIMIT_XID = (
@@ -96,6 +115,20 @@ async def write_changes(conn: Connection, node: str, rows: Sequence[Row]) -> Non
     if len(columns) != _WIDTH:
         raise ValueError(f"a session row has {_WIDTH} columns, not {len(columns)}")
     await conn.execute(WRITE, node, *columns)
+
+
+async def write_newer(conn: Connection, node: str, rows: Sequence[Row]) -> list[object]:
+    """As write_changes, but no row goes back to an older state of its session (WRITE_NEWER);
+    returns the ids of the sessions whose rows were not written."""
+    if not rows:
+        return []
+    latest = {row[0]: row for row in rows}
+    ordered = [latest[key] for key in sorted(latest)]
+    columns = [list(column) for column in zip(*ordered, strict=True)]
+    if len(columns) != _WIDTH:
+        raise ValueError(f"a session row has {_WIDTH} columns, not {len(columns)}")
+    written = {record[0] for record in await conn.fetch(WRITE_NEWER, node, *columns)}
+    return [key for key in latest if key not in written]
 
 
 async def read_changes(

@@ -106,6 +106,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER session_changes_notify AFTER INSERT ON session_changes
         FOR EACH STATEMENT EXECUTE FUNCTION radtrack_notify_changes();
     """,
+    # 2: where each node's feed reader is (store/pg/store.py saves it every minute), so that
+    # changes every live node has read can be pruned
+    """
+    CREATE TABLE feed_cursors (
+        node   text PRIMARY KEY,
+        cursor xid8 NOT NULL,
+        seen   timestamptz NOT NULL DEFAULT now()
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
