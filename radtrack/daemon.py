@@ -22,7 +22,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from radtrack import config as config_mod
-from radtrack.config import Settings
 from radtrack.errors import ConfigError, RadtrackError, StartupError, StoreError
 from radtrack.fastpath import FastAccountant
 from radtrack.index import SessionIndex, UserDirectory
@@ -47,7 +46,7 @@ logger = logging.getLogger(__name__)
 MAINTAIN_INTERVAL = 5.0  # seconds between the store's background rounds (checkpoints)
 
 
-def make_store(settings: Settings) -> Store:
+def make_store(settings: config_mod.Settings) -> Store:
     """The store the config names (no I/O until ``open``). Raises ConfigError (a password
     file that cannot be read)."""
     store = settings.store
@@ -73,7 +72,7 @@ def make_store(settings: Settings) -> Store:
 class Daemon:
     """The whole process: UDP intake, the store, the live state and the HTTP API."""
 
-    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
+    def __init__(self, settings: config_mod.Settings, notifier: Notifier | None = None) -> None:
         self.settings = settings
         self.notifier = notifier or Notifier("")
         self.index = SessionIndex(settings.sessions.closed_cache)
@@ -409,7 +408,7 @@ class Daemon:
         )
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: config_mod.Settings) -> int:
     """Run the daemon until SIGTERM/SIGINT; a second signal forces exit. Returns an exit code."""
     notifier = Notifier()
     try:

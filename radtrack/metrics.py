@@ -58,42 +58,49 @@ class DaemonCollector:
 
     def collect(self) -> Iterator[Metric]:
         daemon = self.daemon
-        service = daemon.service
-        if service is not None:
-            stats = service.stats
-            for name, value, doc in (
-                ("received", stats.received, "Datagrams read from the accounting sockets."),
-                ("accepted", stats.accepted, "Verified Accounting-Requests handled."),
-                ("acknowledged", stats.acknowledged, "Accounting-Responses sent after commit."),
-                ("duplicate", stats.duplicates, "Retransmissions answered from the cache."),
-                ("status_server", stats.status_server, "Status-Server requests answered."),
-                ("ignored_status", stats.ignored_status, "Acknowledged, not tracked."),
-            ):
-                yield CounterMetricFamily(f"radtrack_packets_{name}", doc, value=value)
-            dropped = CounterMetricFamily(
-                "radtrack_packets_dropped",
-                "Datagrams dropped unanswered, by reason.",
-                labels=["reason"],
-            )
-            for reason in DROP_REASONS:
-                dropped.add_metric([reason], stats.dropped.get(reason, 0))
-            # overload the event loop could not even read: the kernel's count for our sockets
-            dropped.add_metric(
-                ["socket_buffer"], sum(lst.kernel_drops() for lst in daemon.listeners)
-            )
-            yield dropped
-            yield CounterMetricFamily(
-                "radtrack_replies_send_failed",
-                "Accounting-Responses the socket refused (the NAS retransmits; the cache answers).",
-                value=sum(lst.send_errors for lst in daemon.listeners),
-            )
-            yield _histogram(
-                "radtrack_ack_latency_seconds",
-                "From reading an Accounting-Request to sending its response.",
-                ACK_BUCKETS,
-                stats.ack_buckets,
-                stats.ack_latency_sum,
-            )
+        if daemon.service is not None:
+            yield from self._packets(daemon.service)
+        yield from self._sessions()
+        yield from self._store()
+        yield from self._control_and_api()
+
+    def _packets(self, service: AccountingService) -> Iterator[Metric]:
+        daemon = self.daemon
+        stats = service.stats
+        for name, value, doc in (
+            ("received", stats.received, "Datagrams read from the accounting sockets."),
+            ("accepted", stats.accepted, "Verified Accounting-Requests handled."),
+            ("acknowledged", stats.acknowledged, "Accounting-Responses sent after commit."),
+            ("duplicate", stats.duplicates, "Retransmissions answered from the cache."),
+            ("status_server", stats.status_server, "Status-Server requests answered."),
+            ("ignored_status", stats.ignored_status, "Acknowledged, not tracked."),
+        ):
+            yield CounterMetricFamily(f"radtrack_packets_{name}", doc, value=value)
+        dropped = CounterMetricFamily(
+            "radtrack_packets_dropped",
+            "Datagrams dropped unanswered, by reason.",
+            labels=["reason"],
+        )
+        for reason in DROP_REASONS:
+            dropped.add_metric([reason], stats.dropped.get(reason, 0))
+        # overload the event loop could not even read: the kernel's count for our sockets
+        dropped.add_metric(["socket_buffer"], sum(lst.kernel_drops() for lst in daemon.listeners))
+        yield dropped
+        yield CounterMetricFamily(
+            "radtrack_replies_send_failed",
+            "Accounting-Responses the socket refused (the NAS retransmits; the cache answers).",
+            value=sum(lst.send_errors for lst in daemon.listeners),
+        )
+        yield _histogram(
+            "radtrack_ack_latency_seconds",
+            "From reading an Accounting-Request to sending its response.",
+            ACK_BUCKETS,
+            stats.ack_buckets,
+            stats.ack_latency_sum,
+        )
+
+    def _sessions(self) -> Iterator[Metric]:
+        daemon = self.daemon
         yield GaugeMetricFamily(
             "radtrack_sessions_online", "Sessions online now.", value=len(daemon.index)
         )
@@ -103,6 +110,9 @@ class DaemonCollector:
         for nas, count in sorted(daemon.index.per_nas.items()):
             per_nas.add_metric([nas], count)
         yield per_nas
+
+    def _store(self) -> Iterator[Metric]:
+        daemon = self.daemon
         store = daemon.store.stats
         for name, doc, value in (
             ("commits", "Group commits to the store.", store.commits),
@@ -155,6 +165,9 @@ class DaemonCollector:
             ("database_healthy", "1 while commits succeed.", 1 if daemon.store.healthy else 0),
         ):
             yield GaugeMetricFamily(f"radtrack_{name}", doc, value=value)
+
+    def _control_and_api(self) -> Iterator[Metric]:
+        daemon = self.daemon
         disconnects = CounterMetricFamily(
             "radtrack_disconnects", "Disconnect-Requests by result.", labels=["result"]
         )

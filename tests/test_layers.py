@@ -129,3 +129,43 @@ def test_the_checks_see_deferred_type_only_and_relative_imports(tmp_path: Path) 
     }
     assert find_cycle(graph) == ["pkg.sub.low", "pkg.top", "pkg.sub.low"]
     assert find_cycle({**graph, "pkg.top": set()}) is None
+
+
+# -- sizes: a module fits one sitting, a function one screen -------------------------------------
+MAX_FILE_LINES = 450
+MAX_FUNCTION_LINES = 80
+LONG = "# long:"  # the comment that says why a file or a function is longer
+
+
+def too_long(package: Path) -> list[str]:
+    """Files over MAX_FILE_LINES without a ``# long:`` comment in their first 30 lines, and
+    functions over MAX_FUNCTION_LINES without one on the line above their ``def`` (or its
+    decorators) or on the ``def`` line."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        if len(lines) > MAX_FILE_LINES and not any(LONG in line for line in lines[:30]):
+            found.append(f"{path.relative_to(package.parent)}: {len(lines)} lines")
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            said = LONG in lines[node.lineno - 1] or (first > 1 and LONG in lines[first - 2])
+            if length > MAX_FUNCTION_LINES and not said:
+                found.append(f"{path.relative_to(package.parent)}:{node.lineno} {node.name}")
+    return found
+
+
+def test_modules_and_functions_stay_short_or_say_why() -> None:
+    assert too_long(PACKAGE) == []
+
+
+def test_the_size_check_sees_a_long_file_and_a_long_function(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (package / "a.py").write_text(f"def long_one():\n{body}\n")
+    (package / "b.py").write_text(f"{LONG} a reason\ndef long_one():\n{body}\n")
+    (package / "c.py").write_text("x = 1\n" * (MAX_FILE_LINES + 1))
+    assert too_long(package) == ["pkg/a.py:1 long_one", f"pkg/c.py: {MAX_FILE_LINES + 1} lines"]
