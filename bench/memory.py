@@ -34,9 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from radtrack.accounting import Accountant  # noqa: E402
-from radtrack.index import SessionIndex, UserDirectory  # noqa: E402
 from radtrack.model import AccountingRequest, Session, StatusType  # noqa: E402
 from radtrack.store import recovery  # noqa: E402
+from radtrack.store.index import SessionIndex, UserDirectory  # noqa: E402
 from radtrack.store.schema import UPSERT_CHUNK, migrate, upsert_sessions  # noqa: E402
 
 

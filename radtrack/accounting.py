@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 
-from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import (
     KEY_LENGTH,
     AccountingRequest,
@@ -27,6 +26,7 @@ from radtrack.model import (
     incarnation_id,
     session_key,
 )
+from radtrack.store.index import SessionIndex, UserDirectory
 
 _INTERIM_UPDATE, _START, _STOP = StatusType.INTERIM_UPDATE, StatusType.START, StatusType.STOP
 

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from radtrack import config as config_mod
 from radtrack.errors import ConfigError, RadtrackError, StartupError, StoreError
 from radtrack.fastpath import FastAccountant
-from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import Session, User
 from radtrack.radius import dictionary as dictionary_mod
 from radtrack.radius.disconnect import DisconnectClient, DisconnectResult
@@ -33,6 +32,7 @@ from radtrack.service import AccountingService
 from radtrack.sessioncontrol import LimitSettings, SessionControl
 from radtrack.sockets import bind_all
 from radtrack.store.base import Store
+from radtrack.store.index import SessionIndex, UserDirectory
 from radtrack.store.sqlite import SqliteStore
 from radtrack.transport import UdpListener
 from radtrack.usersync import UserSync

@@ -17,9 +17,9 @@ from prometheus_client.core import (
 )
 
 from radtrack.api.app import GraphQLApp
-from radtrack.index import SessionIndex
 from radtrack.service import ACK_BUCKETS, DROP_REASONS, AccountingService
 from radtrack.store.base import COMMIT_BUCKETS, Store
+from radtrack.store.index import SessionIndex
 from radtrack.transport import UdpListener
 
 

@@ -14,10 +14,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import ChangeKind, Session, SessionChange
 from radtrack.radius.disconnect import DisconnectClient, DisconnectResult
 from radtrack.radius.settings import ClientSettings
+from radtrack.store.index import SessionIndex, UserDirectory
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import ChangeKind, SessionChange, User
 from radtrack.store.base import Store
+from radtrack.store.index import SessionIndex, UserDirectory
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ import pytest
 
 from radtrack.accounting import NAS_REBOOT, Accountant
 from radtrack.fastpath import FastAccountant
-from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import (
     AccountingRequest,
     ChangeKind,
@@ -23,6 +22,7 @@ from radtrack.model import (
     User,
     session_key,
 )
+from radtrack.store.index import SessionIndex, UserDirectory
 
 NAS = "edge/192.0.2.1"
 OTHER_NAS = "edge/192.0.2.2"

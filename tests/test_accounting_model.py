@@ -61,7 +61,6 @@ from hypothesis.stateful import (
 
 from radtrack.accounting import NAS_REBOOT, Accountant
 from radtrack.fastpath import FastAccountant
-from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import (
     SESSION_COLUMNS,
     AccountingRequest,
@@ -73,6 +72,7 @@ from radtrack.model import (
     User,
     session_key,
 )
+from radtrack.store.index import SessionIndex, UserDirectory
 from radtrack.store.schema import COUNTER_COLUMNS
 
 DEFAULT_INTERVAL = 60

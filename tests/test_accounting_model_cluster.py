@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
 
 from radtrack.accounting import Accountant
-from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import SESSION_COLUMNS, Session, SessionChange, User
 from radtrack.service import _supersedes
+from radtrack.store.index import SessionIndex, UserDirectory
 from tests.test_accounting_model import (
     DEFAULT_INTERVAL,
     STALE_MULTIPLE,

@@ -25,8 +25,8 @@ from radtrack.api.app import GraphQLApp, create_app
 from radtrack.api.server import EmbeddedServer, bind_tcp
 from radtrack.api.settings import ApiSettings, TokenSettings, token_digest
 from radtrack.errors import StoreError
-from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import Session, User
+from radtrack.store.index import SessionIndex, UserDirectory
 from tests.httpclient import Reply, http, parse_reply
 
 ADMIN = "admin-token-0123456789abcdef"

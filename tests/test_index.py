@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 
-from radtrack.index import SessionIndex
 from radtrack.model import Session
+from radtrack.store.index import SessionIndex
 
 
 def session(n: int, user_id: int | None, nas: str = "nas-a", start: float = 0.0) -> Session:

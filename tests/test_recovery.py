@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from radtrack.accounting import Accountant
-from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import SESSION_COLUMNS, Session
 from radtrack.store import recovery
+from radtrack.store.index import SessionIndex, UserDirectory
 from radtrack.store.recovery import load_sessions
 from radtrack.store.schema import migrate, upsert_sessions
 

@@ -12,9 +12,9 @@ import pytest
 from pyrad.dictionary import Dictionary
 
 from radtrack.accounting import Accountant
-from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import ChangeKind, SessionChange
 from radtrack.service import AccountingService
+from radtrack.store.index import SessionIndex, UserDirectory
 from tests.conftest import acct_packet, make_settings
 
 PEER = ("127.0.0.1", 50000)

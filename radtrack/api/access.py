@@ -15,8 +15,8 @@ from radtrack.api.auth import Principal
 from radtrack.api.backend import Backend
 from radtrack.api.errors import ApiError, ErrorCode
 from radtrack.api.settings import RESELLER
-from radtrack.index import UserDirectory
 from radtrack.model import Session
+from radtrack.store.index import UserDirectory
 
 
 @dataclass(frozen=True, slots=True)

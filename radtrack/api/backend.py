@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import Session, User
 from radtrack.radius.disconnect import DisconnectResult
+from radtrack.store.index import SessionIndex, UserDirectory
 
 
 class Backend(Protocol):

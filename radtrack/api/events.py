@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from radtrack.api.access import may_see
 from radtrack.api.auth import Principal
 from radtrack.api.errors import ApiError, ErrorCode
-from radtrack.index import UserDirectory
 from radtrack.logs import RateLimiter
 from radtrack.model import ChangeKind, Session, SessionChange
+from radtrack.store.index import UserDirectory
 
 logger = logging.getLogger(__name__)
 

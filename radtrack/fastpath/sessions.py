@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from radtrack.accounting import Accountant
-from radtrack.index import SessionIndex, UserDirectory
 from radtrack.model import (
     AccountingRequest,
     ChangeKind,
@@ -16,6 +15,7 @@ from radtrack.model import (
     StatusType,
     session_key,
 )
+from radtrack.store.index import SessionIndex, UserDirectory
 
 _new_tuple = tuple.__new__  # builds a NamedTuple from a tuple in C
 

@@ -1,1 +1,2 @@
-"""SQLite persistence: schema and migrations, the single writer, start-up recovery."""
+"""The live state and where it is kept: the memory index (``index.py``), the Store interface
+(``base.py``) and its two backends, SQLite (the embedded default) and PostgreSQL (``pg/``)."""
