@@ -389,12 +389,13 @@ class AccountingModel(RuleBasedStateMachine):
     ) -> None:
         self.pending = truth(*scenario)
 
-    def deliver(self, packet: Packet) -> None:
+    def take(self, packet: Packet) -> Packet:
+        """The packet to deliver when ``packet`` is picked, taken out of ``pending``: the end
+        of the previous session under its id goes first, and so does an earlier reboot of the
+        same NAS (see the module docstring)."""
         while packet.after is not None and packet.after not in self.delivered:
-            # the end of the previous session under this id goes first (module docstring)
             packet = next(p for p in self.pending if p.number == packet.after)
         if packet.sid is None:
-            # an earlier reboot of the same NAS goes first (see the module docstring)
             earlier = [
                 p
                 for p in self.pending
@@ -407,6 +408,10 @@ class AccountingModel(RuleBasedStateMachine):
         self.pending.remove(packet)
         self.delivered[packet.number] = packet
         self.now = max(self.now, packet.request.event_time)
+        return packet
+
+    def deliver(self, packet: Packet) -> None:
+        packet = self.take(packet)
         changes = self.both(self.accountant.handle, self.plain.handle, packet.request)
         self.persist(changes)
         for change in changes:

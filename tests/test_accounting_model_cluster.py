@@ -95,32 +95,12 @@ class TwoNodeModel(AccountingModel):
         }
 
     def deliver(self, packet: Packet) -> None:
-        while packet.after is not None and packet.after not in self.delivered:
-            # the end of the previous session under this id goes first (as in AccountingModel)
-            packet = next(p for p in self.pending if p.number == packet.after)
-        if packet.sid is None:
-            # a reboot reaches both nodes (see the module docstring), each in turn
-            earlier = [
-                p
-                for p in self.pending
-                if p.sid is None
-                and p.request.nas_key == packet.request.nas_key
-                and p.request.event_time < packet.request.event_time
-            ]
-            if earlier:
-                packet = min(earlier, key=lambda p: p.request.event_time)
-            self.pending.remove(packet)
-            self.delivered[packet.number] = packet
-            self.now = max(self.now, packet.request.event_time)
-            node, peer = self.nodes()
-            self.commit(node, peer, node.handle(packet.request))
-            self.commit(peer, node, peer.handle(packet.request))
-            return
-        self.pending.remove(packet)
-        self.delivered[packet.number] = packet
-        self.now = max(self.now, packet.request.event_time)
+        packet = self.take(packet)
         node, peer = self.nodes()
         self.commit(node, peer, node.handle(packet.request))
+        if packet.sid is None:
+            # a reboot reaches both nodes (see the module docstring), each in turn
+            self.commit(peer, node, peer.handle(packet.request))
 
     def persist(self, changes: list[SessionChange]) -> None:
         self.commit(self.accountant, self.other, changes)
