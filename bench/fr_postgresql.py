@@ -144,7 +144,7 @@ def main() -> None:
             fr.wait(20)
             rows = cluster.psql("SELECT count(*) FROM radacct", fr_db).strip()
             results[f"{rnd}. freeradius radacct rows"] = rows
-            with pc.Node(root, cluster.dsn(rt_db), f"rt{rnd}") as node:
+            with pc.radtrack_on(root, cluster.dsn(rt_db), f"rt{rnd}") as node:
                 results[f"{rnd}. radtrack postgresql"] = loadgen(node.udp)
         results["load_average_after"] = pc.load_average()
         print(json.dumps(results, indent=2))

@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
-import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,86 +37,20 @@ from pyrad.packet import AcctPacket  # noqa: E402
 from radtrack.radius.dictionary import load as load_dictionary  # noqa: E402
 from tests import pgserver  # noqa: E402
 
-SECRET = "bench-secret-0123456789"
-TOKEN = "bench-admin-token"
+sys.path.insert(0, str(HERE))
+from run_all import SECRET, TOKEN, Radtrack, load_average  # noqa: E402
 
 
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def radtrack_on(workdir: Path, dsn: str, name: str) -> Radtrack:
+    """``radtrack serve`` as a child process (run_all.Radtrack) on PostgreSQL at ``dsn``; "": on
+    SQLite in ``workdir`` (the default backend)."""
+    if not dsn:
+        return Radtrack(workdir, name=name)
+    store = f'backend = "postgresql"\ndsn = "{dsn}"\nnode_name = "{name}"'
+    return Radtrack(workdir, store=store, name=name)
 
 
-class Node:
-    """``radtrack serve`` on PostgreSQL as a child process."""
-
-    def __init__(self, workdir: Path, dsn: str, name: str) -> None:
-        """On PostgreSQL at ``dsn``; "" : on SQLite in ``workdir`` (the default backend)."""
-        self.udp = free_port(socket.SOCK_DGRAM)
-        self.http = free_port(socket.SOCK_STREAM)
-        self.config = workdir / f"{name}.toml"
-        digest = hashlib.sha256(TOKEN.encode()).hexdigest()
-        store = (
-            f'backend = "postgresql"\ndsn = "{dsn}"\nnode_name = "{name}"'
-            if dsn
-            else f'path = "{workdir / name}.db"'
-        )
-        self.config.write_text(
-            f"""
-[radius]
-listen = ["127.0.0.1:{self.udp}"]
-queue_size = 50000
-[[radius.clients]]
-name = "bench"
-address = "127.0.0.1"
-secret = "{SECRET}"
-[sessions]
-default_interim_interval = 86400
-[store]
-{store}
-[api]
-listen = "127.0.0.1:{self.http}"
-[[api.tokens]]
-name = "bench"
-sha256 = "{digest}"
-scopes = ["admin"]
-[daemon]
-log_level = "WARNING"
-"""
-        )
-        self.proc: subprocess.Popen[str] | None = None
-
-    def __enter__(self) -> Node:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "radtrack", "serve", "--config", str(self.config)]
-            + ["--log-level", "INFO"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        assert self.proc.stderr is not None
-        self.recovered = ""
-        for line in self.proc.stderr:
-            if "event=recovered" in line:
-                self.recovered = line.strip()
-            if "event=started" in line:
-                break
-        else:
-            raise SystemExit("radtrack did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-
-
-def loadgen(node: Node, *extra: str) -> subprocess.Popen[str]:
+def loadgen(node: Radtrack, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(HERE / "loadgen.py"), "--server", f"127.0.0.1:{node.udp}"]
         + ["--secret", SECRET, "--json", *extra],
@@ -137,7 +67,7 @@ def ingest(
     keep = ("acked_per_s", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "lost")
     result: dict[str, Any] = {"load_average_before": load_average()}
     for n, (backend, target) in enumerate((("sqlite", ""), ("postgresql", dsn), ("sqlite", ""))):
-        with Node(workdir, target, f"{backend}-{n}") as node:
+        with radtrack_on(workdir, target, f"{backend}-{n}") as node:
             load = loadgen(node, "--duration", str(seconds), "--sessions", str(sessions), *paced)
             out, _ = load.communicate()
         summary = json.loads(out)
@@ -202,9 +132,9 @@ def recover(dsn: str, sessions: int) -> dict[str, Any]:
         await store.close()
         with tempfile.TemporaryDirectory() as tmp:
             began = time.monotonic()
-            with Node(Path(tmp), dsn, "restarted") as node:
+            with radtrack_on(Path(tmp), dsn, "restarted") as node:
                 started = time.monotonic() - began
-                daemon_line = node.recovered.split("event=recovered ", 1)[-1]
+                daemon_line = node.recovery_line.split("event=recovered ", 1)[-1]
         return {
             "daemon_start_s": round(started, 2),
             "daemon_recovered": daemon_line,
@@ -219,11 +149,7 @@ def recover(dsn: str, sessions: int) -> dict[str, Any]:
     return asyncio.run(run())
 
 
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-async def probe(a: Node, b: Node, seconds: float) -> list[float]:
+async def probe(a: Radtrack, b: Radtrack, seconds: float) -> list[float]:
     dictionary = load_dictionary()
     lags: list[float] = []
 
@@ -275,7 +201,7 @@ async def probe(a: Node, b: Node, seconds: float) -> list[float]:
 
 
 def lag(dsn: str, workdir: Path, rate: int, seconds: float, sessions: int) -> dict[str, Any]:
-    with Node(workdir, dsn, "a") as a, Node(workdir, dsn, "b") as b:
+    with radtrack_on(workdir, dsn, "a") as a, radtrack_on(workdir, dsn, "b") as b:
         load = loadgen(
             a, "--rate", str(rate), "--duration", str(seconds + 2), "--sessions", str(sessions)
         )

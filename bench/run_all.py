@@ -65,12 +65,24 @@ def load_average() -> str:
 class Radtrack:
     """radtrack serve as a child process on free loopback ports, in a temp directory."""
 
-    def __init__(self, workdir: Path, *, synchronous: str = "FULL", db: Path | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        synchronous: str = "FULL",
+        db: Path | None = None,
+        store: str | None = None,
+        name: str = "bench",
+    ):
+        """On SQLite at ``db`` (default ``workdir/<name>.db``), or with the ``[store]`` lines
+        ``store`` (bench/pg_cluster.py: PostgreSQL)."""
         self.udp = free_port(socket.SOCK_DGRAM)
         self.http = free_port(socket.SOCK_STREAM)
-        self.db = db or workdir / "bench.db"
+        self.db = db or workdir / f"{name}.db"
         digest = hashlib.sha256(TOKEN.encode()).hexdigest()
-        self.config = workdir / "bench.toml"
+        self.config = workdir / f"{name}.toml"
+        if store is None:
+            store = f'path = "{self.db}"\nsynchronous = "{synchronous}"'
         self.config.write_text(
             f"""
 [radius]
@@ -83,8 +95,7 @@ secret = "{SECRET}"
 [sessions]
 default_interim_interval = 86400
 [store]
-path = "{self.db}"
-synchronous = "{synchronous}"
+{store}
 [api]
 listen = "127.0.0.1:{self.http}"
 [[api.tokens]]
@@ -114,15 +125,18 @@ log_level = "WARNING"
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         assert self.proc.stderr is not None
+        self.recovery_line = ""
         for line in self.proc.stderr:
+            if "event=recovered" in line:
+                self.recovery_line = line.strip()
             if "event=started" in line:
                 break
         else:
             raise SystemExit("radtrack did not start")
         self.started_in = time.monotonic() - began
-        self.recovery_line = ""
         return self
 
     def cpu_seconds(self) -> float:
