@@ -127,6 +127,18 @@ async def node(
     return start
 
 
+@pytest_asyncio.fixture
+async def reference(daemon_factory: Any, tmp_path: Path, dictionary: Dictionary) -> Node:
+    """One node on SQLite, the same NAS: the state the cluster must reach."""
+    daemon = await daemon_factory(
+        make_settings(
+            tmp_path / "single",
+            radius={"clients": [{"name": "gw", "address": "127.0.0.1", "secret": SECRET}]},
+        )
+    )
+    return Node(daemon, dictionary)
+
+
 async def stored(dsn: str, session_id: str) -> tuple[object, ...] | None:
     conn = await asyncpg.connect(dsn)
     try:
@@ -197,18 +209,9 @@ async def test_a_session_acked_by_one_node_is_online_on_the_other_within_a_secon
 
 @pytest.mark.asyncio
 async def test_a_nas_failing_over_ends_as_one_node_would(
-    node: NodeFactory, pg_dsn: str, daemon_factory: Any, tmp_path: Path, dictionary: Dictionary
+    node: NodeFactory, pg_dsn: str, reference: Node
 ) -> None:
     a, b = await node("a"), await node("b")
-    reference = Node(
-        await daemon_factory(
-            make_settings(
-                tmp_path / "single",
-                radius={"clients": [{"name": "gw", "address": "127.0.0.1", "secret": SECRET}]},
-            )
-        ),
-        dictionary,
-    )
     # Start acknowledged by A; A stops answering, so the NAS sends the rest to B
     sequence = [
         (a, start("f-1")),
@@ -231,18 +234,9 @@ async def test_a_nas_failing_over_ends_as_one_node_would(
 
 @pytest.mark.asyncio
 async def test_duplicates_sent_to_both_nodes_change_nothing_twice(
-    node: NodeFactory, pg_dsn: str, daemon_factory: Any, tmp_path: Path, dictionary: Dictionary
+    node: NodeFactory, pg_dsn: str, reference: Node
 ) -> None:
     a, b = await node("a"), await node("b")
-    reference = Node(
-        await daemon_factory(
-            make_settings(
-                tmp_path / "single",
-                radius={"clients": [{"name": "gw", "address": "127.0.0.1", "secret": SECRET}]},
-            )
-        ),
-        dictionary,
-    )
     for packet in (start("d-1"), interim("d-1", 700, 1_700_000_060)):
         # the NAS timed out on A (its reply was lost) and sent the same packet to B too
         got = await asyncio.gather(a.send(**packet), b.send(**packet))
