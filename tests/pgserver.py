@@ -147,20 +147,7 @@ class PgCluster:
         for attempt in range(5):  # the free port may be taken between the probe and the bind
             self.port = _free_port()
             options = " ".join(f"-c {k}={v}" for k, v in {**settings, "port": self.port}.items())
-            done = self._run(
-                "pg_ctl",
-                "start",
-                "--pgdata",
-                str(self.data),
-                "--wait",
-                "--timeout",
-                "60",
-                "--log",
-                str(self.log),
-                "--options",
-                options,
-                check=False,
-            )
+            done = self._pg_start(options, check=False)
             if done.returncode == 0:
                 self._started = True
                 self._options = options
@@ -178,7 +165,11 @@ class PgCluster:
         self._started = False
 
     def resume(self) -> None:
-        self._run(
+        self._pg_start(self._options)
+        self._started = True
+
+    def _pg_start(self, options: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self._run(
             "pg_ctl",
             "start",
             "--pgdata",
@@ -189,9 +180,9 @@ class PgCluster:
             "--log",
             str(self.log),
             "--options",
-            self._options,
+            options,
+            check=check,
         )
-        self._started = True
 
     def stop(self) -> None:
         """Stop the server (fast: disconnects clients) and remove the cluster; idempotent."""

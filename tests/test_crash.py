@@ -71,8 +71,14 @@ def free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(tmp_path: Path, port: int) -> Path:
-    path = tmp_path / "radtrack.toml"
+def write_config(
+    tmp_path: Path, port: int, store: str | None = None, name: str = "radtrack"
+) -> Path:
+    """The config of a daemon child process; ``store``: the lines of its [store] table
+    (default: SQLite in tmp_path, crash.db)."""
+    if store is None:
+        store = f'path = "{tmp_path / "crash.db"}"'
+    path = tmp_path / f"{name}.toml"
     path.write_text(
         f"""
 [radius]
@@ -82,7 +88,7 @@ name = "crash-nas"
 address = "127.0.0.1"
 secret = "{SECRET}"
 [store]
-path = "{tmp_path / "crash.db"}"
+{store}
 [api]
 listen = ""
 """

@@ -12,28 +12,11 @@ import asyncpg
 import pytest
 from pyrad.dictionary import Dictionary
 
-from tests.test_crash import SECRET, Daemon, Nas, Plan, free_udp_port, make_plan
+from tests.test_crash import Daemon, Nas, Plan, free_udp_port, make_plan, write_config
 
 
-def write_config(tmp_path: Path, port: int, dsn: str, name: str) -> Path:
-    path = tmp_path / f"{name}.toml"
-    path.write_text(
-        f"""
-[radius]
-listen = ["127.0.0.1:{port}"]
-[[radius.clients]]
-name = "crash-nas"
-address = "127.0.0.1"
-secret = "{SECRET}"
-[store]
-backend = "postgresql"
-dsn = "{dsn}"
-node_name = "{name}"
-[api]
-listen = ""
-"""
-    )
-    return path
+def pg_store(dsn: str, name: str) -> str:
+    return f'backend = "postgresql"\ndsn = "{dsn}"\nnode_name = "{name}"'
 
 
 async def check_database(dsn: str, nas: Nas, plan: Plan) -> None:
@@ -65,7 +48,7 @@ async def test_a_node_killed_under_load_fails_over_to_the_other_with_nothing_los
 ) -> None:
     plan = make_plan(dictionary, 400, seed=13)
     ports = {name: free_udp_port() for name in ("a", "b")}
-    a, b = (Daemon(write_config(tmp_path, ports[n], pg_dsn, n)) for n in ("a", "b"))
+    a, b = (Daemon(write_config(tmp_path, ports[n], pg_store(pg_dsn, n), n)) for n in ("a", "b"))
     await a.start()
     await b.start()
     transport, nas = await asyncio.get_running_loop().create_datagram_endpoint(
