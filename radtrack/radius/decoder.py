@@ -122,7 +122,7 @@ class AccountingDecoder:
         An attribute that should appear once but repeats counts by its first instance, as in
         FreeRADIUS and pyrad.
 
-        The plain rules, one attribute a line; the daemon runs radtrack/fastpath.py's version
+        The plain rules, one attribute a line; the daemon runs radtrack/fastpath's version
         of this method, which tests/test_codec.py checks against this one.
         """
         first = packet.first

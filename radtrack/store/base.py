@@ -26,6 +26,13 @@ class Partial:
     rejected: Mapping[object, str]
 
 
+def why_rejected(error: Exception) -> str:
+    """A Partial's reason for one row: the error's type and message (never the row's values),
+    as text that can be logged (a message may quote a lone surrogate)."""
+    why = f"{type(error).__name__}: {str(error)[:120]}"
+    return why.encode("utf-8", "backslashreplace").decode()
+
+
 # a commit's outcome for each of its callbacks: True (committed, replies sent), False (failed:
 # nothing stored, no reply, the rows stay queued and are retried) or a Partial
 Outcome = bool | Partial

@@ -30,6 +30,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from radtrack.model import SESSION_COLUMNS
+from radtrack.store.base import why_rejected
 from radtrack.store.schema import COUNTER_COLUMNS, COUNTER_INDEXES
 
 _COLUMNS = ", ".join(SESSION_COLUMNS)
@@ -129,8 +130,7 @@ def append_each(conn: sqlite3.Connection, rows: Sequence[tuple[Row, bool]]) -> d
             append(conn, [row], full)
         except ROW_ERRORS as exc:
             conn.execute("ROLLBACK TO one_row")
-            why = f"{type(exc).__name__}: {str(exc)[:120]}"
-            rejected[at] = why.encode("utf-8", "backslashreplace").decode()
+            rejected[at] = why_rejected(exc)
         conn.execute("RELEASE one_row")
     return rejected
 

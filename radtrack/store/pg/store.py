@@ -34,7 +34,7 @@ import asyncpg
 
 from radtrack.errors import StoreError
 from radtrack.model import SESSION_COLUMNS, Session, User
-from radtrack.store.base import LiveState, Outcome, RemoteApply
+from radtrack.store.base import LiveState, Outcome, RemoteApply, why_rejected
 from radtrack.store.groupcommit import GroupCommit, Pending
 from radtrack.store.history import PRUNE_CHUNK, decode_cursor, encode_cursor
 from radtrack.store.pg import feed, schema
@@ -259,8 +259,7 @@ class PgStore(GroupCommit):
             try:
                 self._run(self._write([pending]))
             except ROW_ERRORS as exc:
-                why = f"{type(exc).__name__}: {str(exc)[:120]}"
-                rejected[at] = why.encode("utf-8", "backslashreplace").decode()
+                rejected[at] = why_rejected(exc)
         return rejected
 
     def _committed(self, ok: Outcome, chore: int) -> None:
