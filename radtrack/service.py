@@ -267,17 +267,15 @@ class AccountingService:
         if rejected:
             # the store cannot hold what this packet made of its session: unanswered (the NAS
             # may retransmit; the same packet is rejected again), and memory goes back to what
-            # the store holds (DESIGN.md invariant 3)
+            # the store holds (DESIGN.md invariant 3) in _after_commit, which runs _repair
             self._repairs.update(rejected)
-            assert partial is not None
-            why = partial.rejected[rejected[0]]
             if not self._after_commit_soon:
                 self._schedule_after_commit()
         if key is not None and addr is not None:
             self.cache.forget(key)
             self._retransmitted.discard(key)
-            if rejected:
-                self._drop("unstorable", addr[0], str(why))
+            if partial is not None and rejected:
+                self._drop("unstorable", addr[0], partial.rejected[rejected[0]])
             else:
                 self._drop("store_failed", addr[0])
 
