@@ -4,8 +4,6 @@ tests/test_accounting_model.py run it beside radtrack/accounting.py's plain rule
 
 from __future__ import annotations
 
-from typing import Any
-
 from radtrack.accounting import Accountant
 from radtrack.model import (
     AccountingRequest,
@@ -61,8 +59,20 @@ class FastAccountant(Accountant):
     updated from the request's fields unpacked at once. Every other packet takes the plain
     rules."""
 
-    def __init__(self, index: SessionIndex, users: UserDirectory, **settings: Any) -> None:
-        super().__init__(index, users, **settings)
+    def __init__(
+        self,
+        index: SessionIndex,
+        users: UserDirectory,
+        *,
+        default_interim_interval: int = 600,
+        stale_multiple: float = 3.0,
+    ) -> None:
+        super().__init__(
+            index,
+            users,
+            default_interim_interval=default_interim_interval,
+            stale_multiple=stale_multiple,
+        )
         self._recent: list[Session | None] = [None] * (_RECENT_MASK + 1)
 
     def handle(self, request: AccountingRequest) -> list[SessionChange]:
