@@ -39,7 +39,7 @@ from radtrack.usersync import UserSync
 
 if TYPE_CHECKING:  # the API is imported only when it is configured (start-up time)
     from radtrack.api.app import GraphQLApp
-    from radtrack.api.server import EmbeddedServer
+    from radtrack.api.thread import ThreadedServer
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Daemon:
         )
         self.service: AccountingService | None = None
         self.listeners: list[UdpListener] = []
-        self.http_server: EmbeddedServer | None = None
+        self.http_server: ThreadedServer | None = None
         self.app: GraphQLApp | None = None
         self.http_address: tuple[str, int] | None = None
         self._http_socket: socket.socket | None = None
@@ -247,18 +247,20 @@ class Daemon:
         )
 
     async def _start_http(self, sock: socket.socket) -> None:
+        """The API on a thread of its own (radtrack/api/thread.py says what crosses over)."""
         from radtrack.api.app import create_app
-        from radtrack.api.server import EmbeddedServer
+        from radtrack.api.thread import HomeBackend, ThreadedServer, called_on
         from radtrack.metrics import renderer
 
+        home = asyncio.get_running_loop()
         app = create_app(
-            self,
+            HomeBackend(self, home),
             self.settings.api,
             http_ready=lambda: self.started,
-            metrics=renderer(self),
+            metrics=called_on(home, renderer(self)),
         )
         self.app = app
-        server = EmbeddedServer(app)
+        server = ThreadedServer(app)
         await server.start(sock)
         self.http_server = server
         host, port = sock.getsockname()[:2]
@@ -319,13 +321,11 @@ class Daemon:
         self.control.clients = radius.clients
         if self.service is not None:
             self.service.reconfigure(radius)
-        if self.app is not None:
+        if self.app is not None and self.http_server is not None:
             from radtrack.api.auth import TokenVerifier
 
             self.app.tokens = TokenVerifier(new.api.tokens)
-            revoked = self.app.events.revoke(self.app.tokens.knows)
-            if revoked:
-                logger.info("event=subscriptions_revoked count=%d", revoked)
+            self.http_server.revoke(self.app.tokens.knows)
         for warning in new.warnings():
             logger.warning("event=config_warning %s", warning)
         logger.info("event=reloaded clients=%d tokens=%d", len(radius.clients), len(new.api.tokens))

@@ -284,14 +284,20 @@ def shrink_server_buffers(daemon: Daemon, client_port: int) -> None:
     """For the connection from ``client_port``: small server-side buffers. Otherwise the kernel
     buffers megabytes (~2,500 events) for a peer that does not read before the server's send
     blocks and its queue starts to fill; with them, a hundred events do."""
-    server = daemon.http_server
-    for protocol in list(server.server_state.connections):  # type: ignore[attr-defined]
-        if protocol.client is not None and protocol.client[1] == client_port:
-            protocol.transport.set_write_buffer_limits(high=4096)
-            sock = protocol.transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-            return
-    raise AssertionError(f"no server-side connection from port {client_port}")
+    threaded = daemon.http_server
+    assert threaded is not None
+
+    async def shrink() -> bool:  # on the API's loop, which owns the transports
+        for protocol in list(threaded.server.server_state.connections):
+            if protocol.client is not None and protocol.client[1] == client_port:
+                protocol.transport.set_write_buffer_limits(high=4096)
+                sock = protocol.transport.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                return True
+        return False
+
+    if not threaded.thread.submit(shrink()).result(5):
+        raise AssertionError(f"no server-side connection from port {client_port}")
 
 
 @pytest.mark.asyncio

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Headers = Iterable[tuple[bytes, bytes]]
+# renders GET /metrics: the text, or an awaitable of it (rendered on another loop)
+Metrics = Callable[[], bytes | Awaitable[bytes]]
 
 GRAPHQL_PATH = "/graphql"
 CLOSE = ((b"connection", b"close"),)
@@ -56,7 +58,7 @@ class GraphQLApp:
         backend: Backend,
         settings: ApiSettings,
         http_ready: Callable[[], bool] | None = None,
-        metrics: Callable[[], bytes] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings
@@ -106,7 +108,10 @@ class GraphQLApp:
             elif (page := self.static.get(path)) is not None:
                 await self._page(scope, send, *page)
             elif path == "/metrics" and self.metrics is not None:
-                await _send(send, 200, METRICS_HEADERS, self.metrics())
+                text = self.metrics()
+                if not isinstance(text, bytes):  # rendered on the ingest loop (api/thread.py)
+                    text = await text
+                await _send(send, 200, METRICS_HEADERS, text)
             elif path == "/healthz":
                 await self._health(scope, send, {"status": "ok"}, ok=True)
             elif path == "/readyz":
@@ -198,7 +203,7 @@ def create_app(
     settings: ApiSettings,
     *,
     http_ready: Callable[[], bool] | None = None,
-    metrics: Callable[[], bytes] | None = None,
+    metrics: Metrics | None = None,
 ) -> GraphQLApp:
     """The ASGI app of the API; ``http_ready`` adds the "http" entry of /readyz (default: up);
     ``metrics`` renders GET /metrics (Prometheus text format)."""

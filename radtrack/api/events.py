@@ -103,6 +103,12 @@ class EventHub:
         self.published = 0
         self.dropped = 0
         self._warn = RateLimiter()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the subscribers' (deliver_on)
+
+    def deliver_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Queue events on ``loop``, the subscribers' (the API's thread), while ``publish``
+        runs on another (ingest's): it takes the snapshots there and hands them over."""
+        self._loop = loop
 
     def __len__(self) -> int:
         return len(self._everyone) + sum(len(s) for s in self._by_user.values())
@@ -145,6 +151,7 @@ class EventHub:
         for a subscriber's sake (a full queue drops that subscriber)."""
         if not self._everyone and not self._by_user:
             return
+        offers: list[tuple[Subscription, SessionEvent]] = []
         for change in changes:
             user_id = change.session.user_id
             followers = self._by_user.get(user_id) if user_id is not None else None
@@ -153,12 +160,23 @@ class EventHub:
             event = event_of(change)
             self.published += 1
             for subscription in tuple(self._everyone):  # admins only (checked at subscribe)
-                self._offer(subscription, event)
+                offers.append((subscription, event))
             if followers and user_id is not None:
                 for subscription in tuple(followers):
                     # ownership can change after subscribing (upsertUsers): checked per event
                     if may_see(subscription.principal, user_id, self.users):
-                        self._offer(subscription, event)
+                        offers.append((subscription, event))
+        if not offers:
+            return
+        if self._loop is None:
+            self._offer_all(offers)
+        else:
+            self._loop.call_soon_threadsafe(self._offer_all, offers)
+
+    def _offer_all(self, offers: list[tuple[Subscription, SessionEvent]]) -> None:
+        for subscription, event in offers:
+            if not subscription.closed:
+                self._offer(subscription, event)
 
     def _offer(self, subscription: Subscription, event: SessionEvent) -> None:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
@@ -113,6 +114,10 @@ class SessionIndex:
         self.per_nas: dict[str, int] = {}
         # key -> its incarnations in memory (online or closed), by start time: reused keys only
         self.lineages: dict[str, list[Session]] = {}
+        # bumped before and after each unlink from a user's chain (odd: one is under way), so
+        # that a walk on the API's thread (radtrack/api/thread.py) sees it and walks again; a
+        # link at a chain's head needs none (the new head points to the old before it is one)
+        self.relinks = 0
 
     # -- reads (API, metrics) -------------------------------------------------------------
     def __len__(self) -> int:
@@ -140,25 +145,31 @@ class SessionIndex:
 
     def for_user(self, user_id: int) -> list[Session]:
         """The online sessions of a user, oldest first."""
-        sessions = []
-        session = self._by_user.get(user_id)
-        while session is not None:
-            sessions.append(session)
-            session = session.next_of_user
+        sessions = self._chain(user_id)
         sessions.sort(key=_start_key)
         return sessions
+
+    def _chain(self, user_id: int) -> list[Session]:
+        """The sessions in a user's chain; from another thread than ingest's, consistent: a
+        walk that an unlink overlapped is walked again (``relinks``)."""
+        while True:
+            before = self.relinks
+            sessions = []
+            session = self._by_user.get(user_id)
+            while session is not None:
+                if session.stop_time is None:  # a Stop closes, then unlinks
+                    sessions.append(session)
+                session = session.next_of_user
+            if self.relinks == before and not before & 1:
+                return sessions
+            time.sleep(0)  # let ingest's thread finish the unlink
 
     def one_of_user(self, user_id: int) -> Session | None:
         """One online session of a user (the newest), or None: no list built."""
         return self._by_user.get(user_id)
 
     def count_for_user(self, user_id: int) -> int:
-        count = 0
-        session = self._by_user.get(user_id)
-        while session is not None:
-            count += 1
-            session = session.next_of_user
-        return count
+        return len(self._chain(user_id))
 
     def online_of_nas(self, nas_key: str) -> list[Session]:
         """Online sessions of one NAS (a scan: used only for Accounting-On/Off, which is rare)."""
@@ -241,6 +252,7 @@ class SessionIndex:
                 self._by_user[user_id] = session
 
     def _unlink(self, session: Session) -> None:
+        self.relinks += 1
         count = self.per_nas[session.nas_name] - 1
         if count > 0:
             self.per_nas[session.nas_name] = count
@@ -263,6 +275,7 @@ class SessionIndex:
                         break
                     previous = following
         session.next_of_user = None
+        self.relinks += 1
 
 
 def _start_time(session: Session) -> float:
