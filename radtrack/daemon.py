@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from radtrack import config as config_mod
+from radtrack import gcpolicy
 from radtrack.errors import ConfigError, RadtrackError, StartupError, StoreError
 from radtrack.fastpath import FastAccountant
 from radtrack.model import Session, User
@@ -109,10 +110,8 @@ class Daemon:
 
     # -- Backend protocol of radtrack.api ----------------------------------------------------
     def readiness(self) -> dict[str, bool]:
-        return {
-            "udp": bool(self.listeners) and self.started,
-            "database": self.store.healthy and self.started,
-        }
+        ok = self.started
+        return {"udp": bool(self.listeners) and ok, "database": self.store.healthy and ok}
 
     async def upsert_users(self, users: list[User]) -> None:
         await self.user_sync.upsert(users)
@@ -286,6 +285,7 @@ class Daemon:
                 await self.store.maintain()
             except Exception as exc:  # a busy or failing disk: the next round tries again
                 logger.debug("event=checkpoint_failed error=%s", exc)
+            gcpolicy.settle()  # sessions made since the last round: out of the GC's sight
 
     def _apply_remote(self, sessions: Sequence[Session]) -> None:
         """Sessions other nodes committed: into memory, and to the API's subscribers."""

@@ -16,6 +16,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from radtrack import gcpolicy
 from radtrack.api.app import GraphQLApp
 from radtrack.service import ACK_BUCKETS, DROP_REASONS, AccountingService
 from radtrack.store.base import COMMIT_BUCKETS, Store
@@ -110,6 +111,11 @@ class DaemonCollector:
         for nas, count in sorted(daemon.index.per_nas.items()):
             per_nas.add_metric([nas], count)
         yield per_nas
+        yield GaugeMetricFamily(
+            "radtrack_gc_frozen_objects",
+            "Objects the cyclic GC no longer scans (radtrack/gcpolicy.py); follows the sessions.",
+            value=gcpolicy.frozen(),
+        )
 
     def _store(self) -> Iterator[Metric]:
         daemon = self.daemon
