@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from radtrack import config
+from radtrack import cli, config
 from radtrack.api.settings import TokenSettings
 from radtrack.config import ConfigError
+from radtrack.errors import ConfigErrors
 from radtrack.radius.settings import ClientSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,8 +135,84 @@ def test_settings_are_frozen() -> None:
 )
 def test_errors_name_the_key_path_and_hint(text: str, path: str, hint: str) -> None:
     exc = error(text)
+    assert exc.errors == (exc,), str(exc)  # one mistake, one error
     assert exc.path == path, str(exc)
-    assert hint in str(exc)
+    assert exc.hint, f"no hint: {exc}"
+    assert hint in exc.hint
+
+
+# three mistakes of different kinds in three places, and a fourth and fifth in one table
+THREE_MISTAKES = """\
+[radius]
+listen = ["127.0.0.1:1813"]
+queue_size = "20000"
+
+[[radius.clients]]
+name = "gw"
+address = "192.0.2.300"
+secret = "a-long-enough-secret"
+
+[store]
+synchronus = "FULL"
+"""
+
+
+def test_every_error_of_a_file_is_reported_in_the_files_order() -> None:
+    exc = error(THREE_MISTAKES)
+    assert isinstance(exc, ConfigErrors)
+    assert [e.path for e in exc.errors] == [
+        "radius.queue_size",
+        "radius.clients[0].address",
+        "store.synchronus",
+    ]
+    assert all(e.hint for e in exc.errors)
+    assert "e.g. queue_size = 20000" in exc.errors[0].hint
+    assert "did you mean synchronous?" in exc.errors[2].hint
+    assert exc.path == "radius.queue_size"  # the first one's, as for a single error
+    assert str(exc).count("(hint: ") == 3  # what the daemon logs: all of them
+    more = error("[daemon]\nlog_lvl = 'INFO'\nshutdown_timeout = -1\nfoo = 1\n")
+    assert [e.path for e in more.errors] == [
+        "daemon.log_lvl",
+        "daemon.shutdown_timeout",
+        "daemon.foo",
+    ]
+
+
+def test_check_config_lists_every_error_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(THREE_MISTAKES)
+    result = subprocess.run(
+        [sys.executable, "-m", "radtrack", "check-config", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert [line.split(": ")[2] for line in lines[:3]] == [
+        "radius.queue_size",
+        "radius.clients[0].address",
+        "store.synchronus",
+    ], result.stderr
+    assert all(f"{bad}: error: " in line and "(hint: " in line for line in lines[:3])
+    assert lines[3:] == [f"{bad}: 3 errors"]
+    good = subprocess.run(
+        [sys.executable, "-m", "radtrack", "check-config", "--config", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+    )
+    assert good.returncode == 0, good.stderr
+    assert good.stderr == "" and good.stdout.startswith(f"{EXAMPLE}: ok (1 NAS clients")
+
+
+def test_serve_refuses_a_bad_config_with_every_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(THREE_MISTAKES)
+    assert cli.main(["serve", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("radtrack: bad config (3 errors):\n  radius.queue_size: "), err
+    assert "\n  radius.clients[0].address: " in err and "\n  store.synchronus: " in err
 
 
 def test_ipv6_and_cidr() -> None:
