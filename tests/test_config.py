@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from radtrack import cli, config
-from radtrack.api.settings import TokenSettings
+from radtrack.api.settings import EXAMPLE_TOKENS, TokenSettings, token_digest
 from radtrack.config import ConfigError
 from radtrack.errors import ConfigErrors
 from radtrack.radius.settings import ClientSettings
@@ -39,6 +39,10 @@ def test_example_config_loads() -> None:
     assert settings.store.path == ROOT / "radtrack.db"  # relative to the config file
     assert settings.store.synchronous == "FULL"  # power-loss safe by default
     assert [t.name for t in settings.api.tokens] == ["example-admin", "example-reseller"]
+    # the public tokens the dashboard may show (radtrack.api.settings) are the example's
+    assert [t.sha256 for t in settings.api.tokens] == [token_digest(t) for t in EXAMPLE_TOKENS]
+    for token in EXAMPLE_TOKENS:
+        assert f'is "{token}"' in EXAMPLE.read_text()  # and its comments give them
     assert settings.warnings() == []
 
 
