@@ -111,8 +111,14 @@ class Settings:
                     f"radius.clients[{i}].secret: the secret of {client.name!r} is shorter than "
                     f"{WEAK_SECRET_LENGTH} characters (hint: `radtrack secret` makes a strong one)"
                 )
-        if not self.api.tokens and self.api.listen is not None:
+        api = self.api
+        if not api.tokens and api.listen is not None:
             out.append("api.tokens: no token is configured, every API request will be refused")
+        if (api.explorer or api.introspection) and api.listen and not api.listen.is_loopback:
+            out.append(
+                f"api.explorer: the query page or introspection is on, on {api.listen}, beyond "
+                "this machine (hint: production configs leave both off, the default)"
+            )
         return out
 
 
@@ -242,9 +248,7 @@ def _choice(t: Table, name: str, choices: tuple[str, ...], default: str) -> str:
 
 def _store(t: Table, base: Path | None) -> StoreSettings:
     d = StoreSettings()
-    path = Path(t.get("path", str, str(d.path)))
-    if base is not None and not path.is_absolute():
-        path = base / path
+    path = _beside(base, t.get("path", str, str(d.path)))
     sync = t.get("synchronous", str, d.synchronous).upper()
     if sync not in SYNCHRONOUS:
         t.fail(
@@ -265,19 +269,18 @@ def _store(t: Table, base: Path | None) -> StoreSettings:
         retention_days=t.positive("retention_days", int, d.retention_days, zero=True),
         history_page_max=t.positive("history_page_max", int, d.history_page_max),
         dsn=dsn,
-        password_file=(
-            None
-            if not password_file
-            else Path(password_file)
-            if base is None
-            else base / password_file
-        ),
+        password_file=_beside(base, password_file) if password_file else None,
         password_env=t.get("password_env", str, d.password_env),
         node_name=t.get("node_name", str, d.node_name),
         feed_poll_interval=float(t.positive("feed_poll_interval", float, d.feed_poll_interval)),
     )
     t.done()
     return s
+
+
+def _beside(base: Path | None, path: str) -> Path:
+    """A path of the config file: a relative one is relative to the file's folder (``base``)."""
+    return base / path if base is not None else Path(path)
 
 
 def _dsn(t: Table, backend: str) -> str:

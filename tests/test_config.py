@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from radtrack import cli, config
-from radtrack.api.settings import EXAMPLE_TOKENS, TokenSettings, token_digest
+from radtrack.api.settings import EXAMPLE_TOKENS, ApiSettings, TokenSettings, token_digest
 from radtrack.config import ConfigError
 from radtrack.errors import ConfigErrors
 from radtrack.radius.settings import ClientSettings
@@ -44,6 +44,22 @@ def test_example_config_loads() -> None:
     for token in EXAMPLE_TOKENS:
         assert f'is "{token}"' in EXAMPLE.read_text()  # and its comments give them
     assert settings.warnings() == []
+    # the query page and introspection: on for a first try on loopback, off by default
+    assert settings.api.explorer and settings.api.introspection
+    assert str(settings.api.listen) == "127.0.0.1:8080"
+    assert not ApiSettings().explorer and not ApiSettings().introspection
+
+
+def test_the_query_page_beyond_loopback_is_a_warning() -> None:
+    for listen in ("0.0.0.0:8080", "192.0.2.10:8080", "[2001:db8::1]:8080"):
+        settings = parse(f"[api]\nlisten = '{listen}'\nexplorer = true\n")
+        assert [w for w in settings.warnings() if w.startswith("api.explorer: ")], listen
+    for text in (
+        "[api]\nlisten = '[::1]:8080'\nexplorer = true\nintrospection = true\n",
+        "[api]\nlisten = 'localhost:8080'\nexplorer = true\n",
+        "[api]\nlisten = '0.0.0.0:8080'\n",
+    ):
+        assert not [w for w in parse(text).warnings() if w.startswith("api.explorer: ")], text
 
 
 def _keys(settings_type: type, prefix: str) -> set[str]:

@@ -27,8 +27,10 @@ import pytest
 from pyrad.dictionary import Dictionary
 
 from radtrack import config
+from radtrack.api.settings import EXAMPLE_TOKENS
 from radtrack.daemon import Daemon
 from tests.conftest import example_config, udp_port
+from tests.httpclient import graphql, http
 from tests.nas import Nas
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -169,6 +171,27 @@ async def test_the_readme_examples_answer_what_the_readme_says(
     finally:
         nas_transport.close()
     assert nas.session_ids() == ["sess_live_abc123"]  # the disconnect reached the NAS
+
+
+@pytest.mark.asyncio
+async def test_the_example_config_serves_the_query_page(
+    daemon_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """What the README says of GET /graphql on the example config (and of production's 405)."""
+    daemon: Daemon = await daemon_factory(config.load(example_config(tmp_path / "example")))
+    assert daemon.http_address is not None
+    port = daemon.http_address[1]
+    page = await http(port, "GET", "/graphql", headers=[("Accept", "text/html")])
+    assert page.status == 200 and b"<title>radtrack GraphQL</title>" in page.body
+    assert b"change-me" not in page.body  # the page asks for the token
+    reply = await graphql(port, "{ __schema { queryType { name } } }", EXAMPLE_TOKENS[0])
+    assert reply.json() == {"data": {"__schema": {"queryType": {"name": "Query"}}}}
+    production = await daemon_factory(api={"explorer": False, "introspection": False})
+    assert production.http_address is not None
+    closed = await http(
+        production.http_address[1], "GET", "/graphql", headers=[("Accept", "text/html")]
+    )
+    assert closed.status == 405
 
 
 async def run_blocks(blocks: list[Block], daemon: Daemon, shell: Shell) -> None:
