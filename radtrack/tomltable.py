@@ -130,10 +130,15 @@ class Table:
                 f"write [[{self.key(name)}]]",
             )
             return []
-        return [
-            Table(item, f"{self.key(name)}[{i}]", self.problems, self._at(f"{name}[{i}]"))
-            for i, item in enumerate(items)
-        ]
+        tables = []
+        for i, item in enumerate(items):
+            if isinstance(item, Mapping):
+                key = f"{name}[{i}]"
+                tables.append(Table(item, self.key(key), self.problems, self._at(key)))
+            else:  # reported here, once, rather than as a table missing all its keys
+                hint = f"write each entry as a [[{self.key(name)}]] table"
+                self.fail(f"{name}[{i}]", f"must be a table, not {kind_of(item)}", hint)
+        return tables
 
     def done(self) -> None:
         """Report every key of the table that was never read: unknown settings."""

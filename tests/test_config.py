@@ -190,6 +190,13 @@ def test_every_error_of_a_file_is_reported_in_the_files_order() -> None:
     assert "did you mean synchronous?" in exc.errors[2].hint
     assert exc.path == "radius.queue_size"  # the first one's, as for a single error
     assert str(exc).count("(hint: ") == 3  # what the daemon logs: all of them
+    items = error(
+        "[radius]\nclients = [1, {name = 'a', address = 'nope', secret = 'long-enough-1234'}]"
+    )
+    assert [(e.path, e.message) for e in items.errors] == [
+        ("radius.clients[0]", "must be a table, not an integer"),
+        ("radius.clients[1].address", "'nope' is not an IP address or CIDR"),
+    ]
     more = error("[daemon]\nlog_lvl = 'INFO'\nshutdown_timeout = -1\nfoo = 1\n")
     assert [e.path for e in more.errors] == [
         "daemon.log_lvl",
