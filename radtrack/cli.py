@@ -52,7 +52,10 @@ def _settings(path: str) -> Settings:
     try:
         return load(path)
     except ConfigError as exc:
-        raise CommandFailed(f"bad config: {exc}", 2) from None
+        if len(exc.errors) == 1:
+            raise CommandFailed(f"bad config: {exc}", 2) from None
+        lines = "".join(f"\n  {error}" for error in exc.errors)
+        raise CommandFailed(f"bad config ({len(exc.errors)} errors):{lines}", 2) from None
 
 
 # gc thresholds of the daemon (see cmd_serve)
@@ -91,8 +94,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         settings = load(args.config)
-    except ConfigError as exc:
-        _err(f"{args.config}: error: {exc}")
+    except ConfigError as exc:  # every error of the file, each with its key path and a hint
+        for error in exc.errors:
+            _err(f"{args.config}: error: {error}")
+        if len(exc.errors) > 1:
+            _err(f"{args.config}: {len(exc.errors)} errors")
         return 2
     try:
         store_password(settings.store)

@@ -6,7 +6,8 @@ values, plus the sections only the daemon reads (sessions, users, store, daemon)
 (cli.py, daemon.py) imports it.
 
 Unknown keys and wrong types are errors that name the key path (``radius.clients[1].secret``) and
-say how to fix it. Library code raises ConfigError; only the CLI turns it into an exit status.
+say how to fix it, all of a file's at once (ConfigErrors). Library code raises ConfigError; only the
+CLI turns it into an exit status.
 Every setting is documented in config.example.toml (tests/test_config.py checks that).
 """
 
@@ -22,10 +23,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from radtrack.api.settings import SCOPES, ApiSettings, TokenSettings
-from radtrack.errors import ConfigError
+from radtrack.api.settings import RESELLER, SCOPES, ApiSettings, TokenSettings
+from radtrack.errors import ConfigError, ConfigErrors
 from radtrack.radius.settings import ClientSettings, RadiusSettings
-from radtrack.tomltable import Table, kind_of, parse_endpoint
+from radtrack.tomltable import Table, kind_of
 
 WEAK_SECRET_LENGTH = 16
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -110,8 +111,14 @@ class Settings:
                     f"radius.clients[{i}].secret: the secret of {client.name!r} is shorter than "
                     f"{WEAK_SECRET_LENGTH} characters (hint: `radtrack secret` makes a strong one)"
                 )
-        if not self.api.tokens and self.api.listen is not None:
+        api = self.api
+        if not api.tokens and api.listen is not None:
             out.append("api.tokens: no token is configured, every API request will be refused")
+        if (api.explorer or api.introspection) and api.listen and not api.listen.is_loopback:
+            out.append(
+                f"api.explorer: the query page or introspection is on, on {api.listen}, beyond "
+                "this machine (hint: production configs leave both off, the default)"
+            )
         return out
 
 
@@ -120,45 +127,13 @@ def _radius(t: Table) -> RadiusSettings:
     listen = []
     for i, item in enumerate(listen_raw):
         if not isinstance(item, str):
-            raise ConfigError(f"{t.key('listen')}[{i}]", f"must be a string, not {kind_of(item)}")
-        listen.append(parse_endpoint(item, f"{t.key('listen')}[{i}]"))
-    if not listen:
-        raise ConfigError(t.key("listen"), "is empty", "give at least one address to listen on")
-    clients = []
+            t.fail(f"listen[{i}]", f"must be a string, not {kind_of(item)}", '"127.0.0.1:1813"')
+        elif (endpoint := t.endpoint(item, f"listen[{i}]")) is not None:
+            listen.append(endpoint)
+    if not listen_raw:
+        t.fail("listen", "is empty", "give at least one address to listen on")
     names: set[str] = set()
-    for c in t.tables("clients"):
-        name = c.require("name", str, 'give each NAS a name, e.g. name = "vpn-gw-1"')
-        if name in names:
-            raise ConfigError(c.key("name"), f"{name!r} is used by two clients", "names are unique")
-        names.add(name)
-        address = c.require("address", str, 'an IP or a CIDR, e.g. "192.0.2.10" or "192.0.2.0/24"')
-        try:
-            network = ipaddress.ip_network(address, strict=False)
-        except ValueError:
-            raise ConfigError(
-                c.key("address"), f"{address!r} is not an IP address or CIDR", 'e.g. "192.0.2.0/24"'
-            ) from None
-        secret = c.require("secret", str, "`radtrack secret` prints a strong random one")
-        if not secret:
-            raise ConfigError(c.key("secret"), "is empty", "`radtrack secret` prints a strong one")
-        coa_address = c.get("coa_address", str, None)
-        if coa_address is not None:
-            try:
-                ipaddress.ip_address(coa_address)
-            except ValueError:
-                raise ConfigError(c.key("coa_address"), f"{coa_address!r} is not an IP") from None
-        coa_port = c.positive("coa_port", int, 3799)
-        clients.append(
-            ClientSettings(
-                name=name,
-                network=network,
-                secret=secret.encode(),
-                require_message_authenticator=c.get("require_message_authenticator", bool, False),
-                coa_address=coa_address,
-                coa_port=coa_port,
-            )
-        )
-        c.done()
+    clients = [client for c in t.tables("clients") if (client := _client(c, names)) is not None]
     dictionary = t.get("dictionary", str, None)
     d = RadiusSettings()
     settings = RadiusSettings(
@@ -174,6 +149,50 @@ def _radius(t: Table) -> RadiusSettings:
     )
     t.done()
     return settings
+
+
+def _client(c: Table, names: set[str]) -> ClientSettings | None:
+    """One [[radius.clients]] entry; None when it has problems (reported)."""
+    found = len(c.problems)
+    name = c.require("name", str, 'give each NAS a name, e.g. name = "vpn-gw-1"')
+    if name is not None:
+        if name in names:
+            c.fail("name", f"{name!r} is used by two clients", "names are unique")
+        names.add(name)
+    address_hint = 'an IP or a CIDR, e.g. "192.0.2.10" or "192.0.2.0/24"'
+    address = c.require("address", str, address_hint)
+    network = None
+    if address is not None:
+        try:
+            network = ipaddress.ip_network(address, strict=False)
+        except ValueError:
+            c.fail("address", f"{address!r} is not an IP address or CIDR", address_hint)
+    secret = c.require("secret", str, "`radtrack secret` prints a strong random one")
+    if secret == "":
+        c.fail("secret", "is empty", "`radtrack secret` prints a strong one")
+    coa_address = c.get("coa_address", str, None)
+    if coa_address is not None:
+        try:
+            ipaddress.ip_address(coa_address)
+        except ValueError:
+            c.fail(
+                "coa_address",
+                f"{coa_address!r} is not an IP address",
+                'e.g. "192.0.2.10"; leave it out to use the NAS-IP-Address of the session',
+            )
+    require_message_authenticator = c.get("require_message_authenticator", bool, False)
+    coa_port = c.positive("coa_port", int, 3799)
+    c.done()
+    if len(c.problems) > found or network is None:
+        return None
+    return ClientSettings(
+        name=name,
+        network=network,
+        secret=secret.encode(),
+        require_message_authenticator=require_message_authenticator,
+        coa_address=coa_address,
+        coa_port=coa_port,
+    )
 
 
 def _sessions(t: Table) -> SessionSettings:
@@ -197,18 +216,17 @@ def _users(t: Table) -> UserSettings:
     pattern = t.get("pattern", str, None) or None
     if pattern is not None:
         try:
-            compiled = re.compile(pattern)
+            if re.compile(pattern).groups > 1:
+                t.fail("pattern", "has more than one group", "capture only the id: 'uid=(\\d+)'")
         except re.error as exc:
-            raise ConfigError(
-                t.key("pattern"), f"is not a valid regular expression: {exc}"
-            ) from None
-        if compiled.groups > 1:
-            raise ConfigError(t.key("pattern"), "has more than one group", "capture only the id")
+            t.fail(
+                "pattern",
+                f"is not a valid regular expression: {exc}",
+                "a Python regular expression in single quotes, e.g. 'uid=(\\d+)'",
+            )
     attribute = t.get("pattern_attribute", str, d.pattern_attribute)
     if attribute not in ("User-Name", "Class"):
-        raise ConfigError(
-            t.key("pattern_attribute"), f"{attribute!r} is not supported", '"User-Name" or "Class"'
-        )
+        t.fail("pattern_attribute", f"{attribute!r} is not supported", '"User-Name" or "Class"')
     s = UserSettings(
         numeric_user_names=t.get("numeric_user_names", bool, d.numeric_user_names),
         pattern=pattern,
@@ -223,19 +241,18 @@ def _users(t: Table) -> UserSettings:
 def _choice(t: Table, name: str, choices: tuple[str, ...], default: str) -> str:
     value: str = t.get(name, str, default)
     if value not in choices:
-        raise ConfigError(t.key(name), f"{value!r} is not one of {', '.join(choices)}")
+        t.fail(name, f"{value!r} is not a known value", f"one of {', '.join(choices)}")
+        return default
     return value
 
 
 def _store(t: Table, base: Path | None) -> StoreSettings:
     d = StoreSettings()
-    path = Path(t.get("path", str, str(d.path)))
-    if base is not None and not path.is_absolute():
-        path = base / path
+    path = _beside(base, t.get("path", str, str(d.path)))
     sync = t.get("synchronous", str, d.synchronous).upper()
     if sync not in SYNCHRONOUS:
-        raise ConfigError(
-            t.key("synchronous"),
+        t.fail(
+            "synchronous",
             f"{sync!r} is not a SQLite synchronous mode",
             "FULL (survives power loss) or NORMAL",
         )
@@ -252,13 +269,7 @@ def _store(t: Table, base: Path | None) -> StoreSettings:
         retention_days=t.positive("retention_days", int, d.retention_days, zero=True),
         history_page_max=t.positive("history_page_max", int, d.history_page_max),
         dsn=dsn,
-        password_file=(
-            None
-            if not password_file
-            else Path(password_file)
-            if base is None
-            else base / password_file
-        ),
+        password_file=_beside(base, password_file) if password_file else None,
         password_env=t.get("password_env", str, d.password_env),
         node_name=t.get("node_name", str, d.node_name),
         feed_poll_interval=float(t.positive("feed_poll_interval", float, d.feed_poll_interval)),
@@ -267,26 +278,30 @@ def _store(t: Table, base: Path | None) -> StoreSettings:
     return s
 
 
+def _beside(base: Path | None, path: str) -> Path:
+    """A path of the config file: a relative one is relative to the file's folder (``base``)."""
+    return base / path if base is not None else Path(path)
+
+
 def _dsn(t: Table, backend: str) -> str:
     dsn: str = t.get("dsn", str, "")
     if backend != "postgresql":
         return dsn
     if not dsn:
-        raise ConfigError(
-            t.key("dsn"),
+        t.fail(
+            "dsn",
             'is required with backend = "postgresql"',
             'e.g. "postgresql://radtrack@/radtrack?host=/run/postgresql"',
         )
+        return dsn
     parts = urllib.parse.urlsplit(dsn)
     if parts.scheme not in ("postgresql", "postgres"):
-        raise ConfigError(
-            t.key("dsn"), "is not a postgresql:// URI", "postgresql://USER@HOST:PORT/DATABASE"
-        )
+        t.fail("dsn", "is not a postgresql:// URI", "postgresql://USER@HOST:PORT/DATABASE")
     query = urllib.parse.parse_qs(parts.query)
     if parts.password is not None or "password" in query:
         # the message never repeats the DSN: it holds the password
-        raise ConfigError(
-            t.key("dsn"),
+        t.fail(
+            "dsn",
             "holds a password",
             "put it in a file named by store.password_file, or an environment variable "
             "named by store.password_env, and leave it out of the DSN",
@@ -321,43 +336,12 @@ def store_password(store: StoreSettings) -> str | None:
 def _api(t: Table) -> ApiSettings:
     d = ApiSettings()
     listen_raw = t.get("listen", str, "127.0.0.1:8080")
-    listen = parse_endpoint(listen_raw, t.key("listen")) if listen_raw else None
-    tokens = []
+    listen = t.endpoint(listen_raw, "listen") if listen_raw else None
     names: set[str] = set()
-    for tok in t.tables("tokens"):
-        name = tok.require("name", str, 'name the token for the logs, e.g. name = "ops"')
-        if name in names:
-            raise ConfigError(
-                tok.key("name"), f"{name!r} is used by two tokens", "names are unique"
-            )
-        names.add(name)
-        digest = tok.require("sha256", str, "`radtrack token create` prints it")
-        if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
-            raise ConfigError(
-                tok.key("sha256"),
-                "is not 64 hex digits",
-                "the hex SHA-256 of the token, from `radtrack token create`",
-            )
-        scopes = tok.require("scopes", list, 'scopes = ["admin"] or ["reseller"] with reseller_id')
-        for i, scope in enumerate(scopes):
-            if scope not in SCOPES:
-                raise ConfigError(
-                    f"{tok.key('scopes')}[{i}]", f"{scope!r} is not a scope", "admin or reseller"
-                )
-        if not scopes:
-            raise ConfigError(tok.key("scopes"), "is empty", '"admin" or "reseller"')
-        reseller_id = tok.get("reseller_id", int, None)
-        if "reseller" in scopes and reseller_id is None:
-            raise ConfigError(
-                tok.key("reseller_id"), "is required with scope reseller", "reseller_id = N"
-            )
-        tokens.append(TokenSettings(name, bytes.fromhex(digest), tuple(scopes), reseller_id))
-        tok.done()
+    tokens = [token for tok in t.tables("tokens") if (token := _token(tok, names)) is not None]
     digests = [tok.sha256 for tok in tokens]
     if len(set(digests)) != len(digests):
-        raise ConfigError(
-            t.key("tokens"), "two tokens have the same sha256", "create one token per consumer"
-        )
+        t.fail("tokens", "two tokens have the same sha256", "create one token per consumer")
     s = ApiSettings(
         listen=listen,
         tokens=tuple(tokens),
@@ -383,13 +367,42 @@ def _api(t: Table) -> ApiSettings:
     return s
 
 
+def _token(tok: Table, names: set[str]) -> TokenSettings | None:
+    """One [[api.tokens]] entry; None when it has problems (reported)."""
+    found = len(tok.problems)
+    name = tok.require("name", str, 'name the token for the logs, e.g. name = "ops"')
+    if name is not None:
+        if name in names:
+            tok.fail("name", f"{name!r} is used by two tokens", "names are unique")
+        names.add(name)
+    digest = tok.require("sha256", str, "`radtrack token create` prints it")
+    if digest is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+        tok.fail(
+            "sha256",
+            "is not 64 hex digits",
+            "the hex SHA-256 of the token, from `radtrack token create`",
+        )
+    scopes = tok.require("scopes", list, 'scopes = ["admin"] or ["reseller"] with reseller_id')
+    for i, scope in enumerate(scopes or ()):
+        if scope not in SCOPES:
+            tok.fail(f"scopes[{i}]", f"{scope!r} is not a scope", "admin or reseller")
+    if scopes == []:
+        tok.fail("scopes", "is empty", '"admin" or "reseller"')
+    reseller_id = tok.get("reseller_id", int, None)
+    if RESELLER in (scopes or ()) and reseller_id is None:
+        tok.fail("reseller_id", "is required with scope reseller", "reseller_id = N")
+    tok.done()
+    if len(tok.problems) > found:
+        return None
+    return TokenSettings(name, bytes.fromhex(digest), tuple(scopes), reseller_id)
+
+
 def _daemon(t: Table) -> DaemonSettings:
     d = DaemonSettings()
     level = t.get("log_level", str, d.log_level).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(
-            t.key("log_level"), f"{level!r} is not a log level", "DEBUG, INFO, WARNING or ERROR"
-        )
+        t.fail("log_level", f"{level!r} is not a log level", "DEBUG, INFO, WARNING or ERROR")
+        level = d.log_level
     s = DaemonSettings(
         shutdown_timeout=float(t.positive("shutdown_timeout", float, d.shutdown_timeout)),
         log_level=level,
@@ -412,6 +425,9 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> Settings:
         source=source,
     )
     root.done()
+    errors = root.errors()  # every problem of the file at once, not only the first
+    if errors:
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
     return settings
 
 
@@ -425,9 +441,10 @@ def load(path: str | Path) -> Settings:
             str(path), f"cannot be read: {exc.strerror}", "check the --config path"
         ) from None
     except UnicodeDecodeError:
-        raise ConfigError(str(path), "is not UTF-8 text") from None
+        raise ConfigError(str(path), "is not UTF-8 text", "save it as UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"is not valid TOML: {exc}") from None
+        hint = "fix the syntax there first: the settings are checked once the file parses"
+        raise ConfigError(str(path), f"is not valid TOML: {exc}", hint) from None
     return parse(data, path.resolve())

@@ -1,7 +1,8 @@
 """The exception family of radtrack, one class per boundary.
 
 Contracts:
-- ``config.load`` raises only ConfigError (with the key path and a hint).
+- ``config.load`` raises only ConfigError (with the key path and a hint); a file with several
+  errors raises ConfigErrors, a ConfigError that holds them all (``errors``).
 - ``radius.dictionary.load`` raises only DictionaryError.
 - ``radius.codec.decode`` raises only MalformedPacket; anything else is a bug.
 - a store (``store.base.Store``) reports a failed write as StoreError; a failed commit's packets
@@ -9,6 +10,8 @@ Contracts:
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class RadtrackError(Exception):
@@ -26,6 +29,26 @@ class ConfigError(RadtrackError):
         if hint:
             text += f" (hint: {hint})"
         super().__init__(text)
+
+    @property
+    def errors(self) -> tuple[ConfigError, ...]:
+        """Every error this one stands for: itself (ConfigErrors: all of them)."""
+        return (self,)
+
+
+class ConfigErrors(ConfigError):
+    """Several errors of one configuration, in the order they were found; ``path``,
+    ``message`` and ``hint`` are the first one's, ``str()`` joins them all with "; "."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.path, first.message, first.hint)
+        self._errors = tuple(errors)
+        self.args = ("; ".join(str(error) for error in self._errors),)
+
+    @property
+    def errors(self) -> tuple[ConfigError, ...]:
+        return self._errors
 
 
 class DictionaryError(RadtrackError):

@@ -66,6 +66,28 @@ def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> config.Settings
     return config.parse(data)
 
 
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config.example.toml"
+
+
+def example_config(folder: Path, **replace: str) -> Path:
+    """config.example.toml as a first user runs it, written to ``folder``: the same NAS, secret
+    and tokens, its database beside it, but free ports (port 0). ``replace`` maps more lines of
+    the example to what they become (each must be there)."""
+    text = EXAMPLE_CONFIG.read_text()
+    lines = {
+        'listen = ["127.0.0.1:1813"]': 'listen = ["127.0.0.1:0"]',
+        'listen = "127.0.0.1:8080"': 'listen = "127.0.0.1:0"',
+        **replace,
+    }
+    for line, new in lines.items():
+        assert f"\n{line}\n" in text, f"config.example.toml has no line {line!r}"
+        text = text.replace(f"\n{line}\n", f"\n{new}\n")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "radtrack.toml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="session")
 def dictionary() -> Dictionary:
     return load_dictionary()

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from radtrack import config
-from radtrack.api.settings import TokenSettings
+from radtrack import cli, config
+from radtrack.api.settings import EXAMPLE_TOKENS, ApiSettings, TokenSettings, token_digest
 from radtrack.config import ConfigError
+from radtrack.errors import ConfigErrors
 from radtrack.radius.settings import ClientSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +39,27 @@ def test_example_config_loads() -> None:
     assert settings.store.path == ROOT / "radtrack.db"  # relative to the config file
     assert settings.store.synchronous == "FULL"  # power-loss safe by default
     assert [t.name for t in settings.api.tokens] == ["example-admin", "example-reseller"]
+    # the public tokens the dashboard may show (radtrack.api.settings) are the example's
+    assert [t.sha256 for t in settings.api.tokens] == [token_digest(t) for t in EXAMPLE_TOKENS]
+    for token in EXAMPLE_TOKENS:
+        assert f'is "{token}"' in EXAMPLE.read_text()  # and its comments give them
     assert settings.warnings() == []
+    # the query page and introspection: on for a first try on loopback, off by default
+    assert settings.api.explorer and settings.api.introspection
+    assert str(settings.api.listen) == "127.0.0.1:8080"
+    assert not ApiSettings().explorer and not ApiSettings().introspection
+
+
+def test_the_query_page_beyond_loopback_is_a_warning() -> None:
+    for listen in ("0.0.0.0:8080", "192.0.2.10:8080", "[2001:db8::1]:8080"):
+        settings = parse(f"[api]\nlisten = '{listen}'\nexplorer = true\n")
+        assert [w for w in settings.warnings() if w.startswith("api.explorer: ")], listen
+    for text in (
+        "[api]\nlisten = '[::1]:8080'\nexplorer = true\nintrospection = true\n",
+        "[api]\nlisten = 'localhost:8080'\nexplorer = true\n",
+        "[api]\nlisten = '0.0.0.0:8080'\n",
+    ):
+        assert not [w for w in parse(text).warnings() if w.startswith("api.explorer: ")], text
 
 
 def _keys(settings_type: type, prefix: str) -> set[str]:
@@ -132,8 +155,91 @@ def test_settings_are_frozen() -> None:
 )
 def test_errors_name_the_key_path_and_hint(text: str, path: str, hint: str) -> None:
     exc = error(text)
+    assert exc.errors == (exc,), str(exc)  # one mistake, one error
     assert exc.path == path, str(exc)
-    assert hint in str(exc)
+    assert exc.hint, f"no hint: {exc}"
+    assert hint in exc.hint
+
+
+# three mistakes of different kinds in three places, and a fourth and fifth in one table
+THREE_MISTAKES = """\
+[radius]
+listen = ["127.0.0.1:1813"]
+queue_size = "20000"
+
+[[radius.clients]]
+name = "gw"
+address = "192.0.2.300"
+secret = "a-long-enough-secret"
+
+[store]
+synchronus = "FULL"
+"""
+
+
+def test_every_error_of_a_file_is_reported_in_the_files_order() -> None:
+    exc = error(THREE_MISTAKES)
+    assert isinstance(exc, ConfigErrors)
+    assert [e.path for e in exc.errors] == [
+        "radius.queue_size",
+        "radius.clients[0].address",
+        "store.synchronus",
+    ]
+    assert all(e.hint for e in exc.errors)
+    assert "e.g. queue_size = 20000" in exc.errors[0].hint
+    assert "did you mean synchronous?" in exc.errors[2].hint
+    assert exc.path == "radius.queue_size"  # the first one's, as for a single error
+    assert str(exc).count("(hint: ") == 3  # what the daemon logs: all of them
+    items = error(
+        "[radius]\nclients = [1, {name = 'a', address = 'nope', secret = 'long-enough-1234'}]"
+    )
+    assert [(e.path, e.message) for e in items.errors] == [
+        ("radius.clients[0]", "must be a table, not an integer"),
+        ("radius.clients[1].address", "'nope' is not an IP address or CIDR"),
+    ]
+    more = error("[daemon]\nlog_lvl = 'INFO'\nshutdown_timeout = -1\nfoo = 1\n")
+    assert [e.path for e in more.errors] == [
+        "daemon.log_lvl",
+        "daemon.shutdown_timeout",
+        "daemon.foo",
+    ]
+
+
+def test_check_config_lists_every_error_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(THREE_MISTAKES)
+    result = subprocess.run(
+        [sys.executable, "-m", "radtrack", "check-config", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert [line.split(": ")[2] for line in lines[:3]] == [
+        "radius.queue_size",
+        "radius.clients[0].address",
+        "store.synchronus",
+    ], result.stderr
+    assert all(f"{bad}: error: " in line and "(hint: " in line for line in lines[:3])
+    assert lines[3:] == [f"{bad}: 3 errors"]
+    good = subprocess.run(
+        [sys.executable, "-m", "radtrack", "check-config", "--config", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+    )
+    assert good.returncode == 0, good.stderr
+    assert good.stderr == "" and good.stdout.startswith(f"{EXAMPLE}: ok (1 NAS clients")
+
+
+def test_serve_refuses_a_bad_config_with_every_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(THREE_MISTAKES)
+    assert cli.main(["serve", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("radtrack: bad config (3 errors):\n  radius.queue_size: "), err
+    assert "\n  radius.clients[0].address: " in err and "\n  store.synchronus: " in err
 
 
 def test_ipv6_and_cidr() -> None:

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from pyrad.dictionary import Dictionary
-from pyrad.packet import CoAPacket, DisconnectNAK
 
 from radtrack.daemon import Daemon
 from radtrack.model import Session
@@ -32,35 +31,7 @@ from tests.conftest import (
     udp_port,
 )
 from tests.httpclient import Reply, graphql
-
-
-class Nas(asyncio.DatagramProtocol):
-    """Answers Disconnect-Requests like a NAS would: ``mode`` is "ack", "nak" or "silent"."""
-
-    def __init__(self, dictionary: Dictionary, mode: str) -> None:
-        self.dictionary = dictionary
-        self.mode = mode
-        self.requests: list[CoAPacket] = []
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        request = CoAPacket(packet=data, dict=self.dictionary, secret=SECRET.encode())
-        assert request.VerifyCoARequest() and request.verify_message_authenticator()
-        self.requests.append(request)
-        if self.mode == "silent":
-            return
-        reply = request.CreateReply()
-        if self.mode == "nak":
-            reply.code = DisconnectNAK
-            reply["Error-Cause"] = "Session-Context-Not-Found"
-        assert self.transport is not None
-        self.transport.sendto(reply.ReplyPacket(), addr)
-
-    def session_ids(self) -> list[str]:
-        return [r["Acct-Session-Id"][0] for r in self.requests]
+from tests.nas import Nas
 
 
 @dataclass

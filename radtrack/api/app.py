@@ -105,7 +105,7 @@ class GraphQLApp:
         try:
             if path == GRAPHQL_PATH:
                 await self._graphql(scope, receive, send)
-            elif (page := self.static.get(path)) is not None:
+            elif (page := self.static.get(path, self.tokens.example_token)) is not None:
                 await self._page(scope, send, *page)
             elif path == "/metrics" and self.metrics is not None:
                 text = self.metrics()

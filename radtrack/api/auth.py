@@ -12,7 +12,7 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from radtrack.api.settings import ADMIN, TokenSettings
+from radtrack.api.settings import ADMIN, EXAMPLE_TOKENS, TokenSettings, token_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,11 @@ class TokenVerifier:
             for t in tokens
         )
         self._principals = frozenset(principal for _, principal in self._entries)
+        configured = {digest for digest, _ in self._entries}
+        # the first public example token that is configured, for the dashboard's hint
+        self.example_token = next(
+            (token for token in EXAMPLE_TOKENS if token_digest(token) in configured), None
+        )
 
     def knows(self, principal: Principal) -> bool:
         """The principal's token (with the same name and scopes) is still configured."""

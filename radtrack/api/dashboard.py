@@ -5,6 +5,11 @@ from this origin: no CDN, no build step. The page asks for an API token and keep
 browser's sessionStorage only; it reads with POST /graphql (stats, getOnlineSessions) and follows
 the live feed over the WebSocket at /graphql (graphql-transport-ws, in dashboard.js).
 
+While one of the public example tokens of config.example.toml is configured, the page says so
+and shows it (what a first user types); the page never carries any other token, and the script
+never puts a token in a URL (requests carry it in the Authorization header, the WebSocket in its
+connection_init message).
+
 The Content-Security-Policy allows scripts, styles and connections to this origin only (no inline
 script or style at all), and nothing may frame the page.
 
@@ -15,6 +20,7 @@ reseller its searched users and their live events only).
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +51,36 @@ ROUTES = {
 }
 
 
+# The page's place for the example token hint, filled in while an example token is configured
+HINT_SLOT = b'<p id="example-hint" class="hint" hidden></p>'
+HINT = (
+    '<p id="example-hint" class="hint">This server runs with the example config: connect with '
+    "the token <code>{token}</code>. It is public: replace the [[api.tokens]] before real use "
+    "(<code>radtrack token create</code>).</p>"
+)
+
+Page = tuple[tuple[tuple[bytes, bytes], ...], bytes]
+
+
 class StaticFiles:
     """The dashboard's files, read once at start-up: path -> (headers, body)."""
 
     def __init__(self, directory: Path = STATIC) -> None:
-        self.files: dict[str, tuple[tuple[tuple[bytes, bytes], ...], bytes]] = {}
+        self.files: dict[str, Page] = {}
         for path, (name, content_type) in ROUTES.items():
             body = (directory / name).read_bytes()
             self.files[path] = (((b"content-type", content_type), *SECURITY_HEADERS), body)
+        assert all(HINT_SLOT in self.files[path][1] for path in ("/", "/dashboard"))
 
-    def get(self, path: str) -> tuple[tuple[tuple[bytes, bytes], ...], bytes] | None:
-        return self.files.get(path)
+    def get(self, path: str, example_token: str | None = None) -> Page | None:
+        """The file at ``path``; the page with the hint when ``example_token`` (one of the
+        public EXAMPLE_TOKENS, never another) is configured."""
+        found = self.files.get(path)
+        if found is None or example_token is None or path not in ("/", "/dashboard"):
+            return found
+        headers, body = found
+        hint = HINT.format(token=html.escape(example_token)).encode()
+        return headers, body.replace(HINT_SLOT, hint)
 
 
 query = QueryType()

@@ -17,6 +17,13 @@ RESELLER = "reseller"
 SCOPES = (ADMIN, RESELLER)
 
 
+# The tokens of config.example.toml, which are public (its comments and the README give them):
+# while one is configured, the dashboard shows it, for a first user to type (never any other
+# token: the server knows only their digests). tests/test_config.py checks these against the
+# example's digests.
+EXAMPLE_TOKENS = ("example-admin-token-change-me", "example-reseller-token-change-me")
+
+
 def token_digest(token: str) -> bytes:
     """The SHA-256 digest under which a bearer token is configured (``TokenSettings.sha256``)."""
     return hashlib.sha256(token.encode()).digest()
