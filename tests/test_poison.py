@@ -156,9 +156,11 @@ async def test_a_row_the_store_refuses_loses_only_its_own_packet(
     memory, stored = snapshot(daemon)
     assert differences(memory, stored) == []
     assert len([s for s in daemon.index if s.session_id.startswith("good-")]) == 39
-    # and the next packet is answered at once
+    # and the next packet is answered well within a NAS's retransmission interval (3 s)
     assert await send_raw(
-        port, datagram(7, SECRET.encode(), normal_start("after", 6000, 1_705_314_700))
+        port,
+        datagram(7, SECRET.encode(), normal_start("after", 6000, 1_705_314_700)),
+        timeout=2.0,
     )
 
 
@@ -169,7 +171,7 @@ async def test_a_refused_interim_puts_the_session_back_to_what_is_stored(
     daemon, port = await refusing_daemon(daemon_factory, tmp_path, "NEW.input_octets = 666")
     secret = SECRET.encode()
     start = normal_start("s1", 5001, 1_705_314_600) + [(42, struct.pack("!I", 100))]
-    assert await send_raw(port, datagram(1, secret, start)) is not None
+    assert await send_raw(port, datagram(1, secret, start), timeout=2.0) is not None
     sid = session_key(NAS_KEY, "s1", None)
     # the refused Interim: not answered, and memory does not keep its counters
     assert await send_raw(port, interim("s1", 2, 666, 1_705_314_700), timeout=1.0) is None
@@ -180,7 +182,7 @@ async def test_a_refused_interim_puts_the_session_back_to_what_is_stored(
     assert differences(memory, stored) == []
     assert daemon.service.stats.dropped["unstorable"] == 1
     # the NAS's next Interim is stored and answered as usual
-    assert await send_raw(port, interim("s1", 3, 700, 1_705_314_800)) is not None
+    assert await send_raw(port, interim("s1", 3, 700, 1_705_314_800), timeout=2.0) is not None
     session = daemon.index.get(sid)
     assert session is not None and session.input_octets == 700
     memory, stored = snapshot(daemon)
