@@ -105,6 +105,14 @@ class Settings:
         """Things that work but should not (weak secrets...), for check-config and start-up."""
         out = []
         for i, client in enumerate(self.radius.clients):
+            if client.host_bits_set():
+                net = client.network
+                host = client.address.partition("/")[0]
+                out.append(
+                    f"radius.clients[{i}].address: {client.address!r} has host bits set; it "
+                    f"means the network {net} ({net.network_address} to {net.broadcast_address})"
+                    f' (hint: write "{net}" for that network, or "{host}" for one NAS)'
+                )
             if len(client.secret) < WEAK_SECRET_LENGTH:
                 out.append(
                     f"radius.clients[{i}].secret: the secret of {client.name!r} is shorter than "
@@ -156,6 +164,7 @@ def _radius(t: Table) -> RadiusSettings:
                 require_message_authenticator=c.get("require_message_authenticator", bool, False),
                 coa_address=coa_address,
                 coa_port=coa_port,
+                address=address,
             )
         )
         c.done()

@@ -25,6 +25,14 @@ class ClientSettings:
     require_message_authenticator: bool = False
     coa_address: str | None = None  # where Disconnect-Requests go; default: the NAS's address
     coa_port: int = 3799
+    address: str = ""  # as written in the config ("10.0.0.1/24" is the network 10.0.0.0/24)
+
+    def host_bits_set(self) -> bool:
+        """The configured CIDR has bits set beyond its prefix ("10.0.0.1/24"): it still means
+        the whole network, which may not be what was meant."""
+        if "/" not in self.address:
+            return False
+        return ipaddress.ip_interface(self.address).ip != self.network.network_address
 
     def __repr__(self) -> str:  # never show the secret
         return f"ClientSettings(name={self.name!r}, network={self.network})"
