@@ -31,6 +31,7 @@ class ErrorCode(enum.StrEnum):
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"  # not valid against the schema
     QUERY_TOO_DEEP = "QUERY_TOO_DEEP"  # fields or fragments nested over api.max_depth
     QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"  # more fields, fragments expanded, than api.max_cost
+    USERNAME_TAKEN = "USERNAME_TAKEN"  # upsertUsers: the username is another user's
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"  # the store refused a write; retry later
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"  # a bug; details are in the log only
 
