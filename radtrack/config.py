@@ -1,8 +1,9 @@
 """TOML configuration, parsed once into frozen settings.
 
 Each part defines the settings value it takes (the API's in radtrack.api.settings, the RADIUS
-side's in radtrack.radius.settings); this module reads the TOML, validates it and builds those
-values, plus the sections only the daemon reads (sessions, users, store, daemon). Only the shell
+side's in radtrack.radius.settings, the store's in radtrack.store.settings); this module reads
+the TOML, validates it and builds those values, plus the sections only the daemon reads
+(sessions, users, daemon). Only the shell
 (cli.py, daemon.py) imports it.
 
 Unknown keys and wrong types are errors that name the key path (``radius.clients[1].secret``) and
@@ -25,6 +26,7 @@ from typing import Any
 from radtrack.api.settings import SCOPES, ApiSettings, TokenSettings
 from radtrack.errors import ConfigError
 from radtrack.radius.settings import ClientSettings, RadiusSettings
+from radtrack.store.settings import BACKENDS, StoreSettings
 from radtrack.tomltable import Table, kind_of, parse_endpoint
 
 WEAK_SECRET_LENGTH = 16
@@ -47,27 +49,6 @@ class UserSettings:
     pattern_attribute: str = "User-Name"
     default_max_sessions: int = 0  # 0: no limit
     limit_policy: str = "off"  # or "disconnect-oldest" / "disconnect-newest"
-
-
-BACKENDS = ("sqlite", "postgresql")
-
-
-@dataclass(frozen=True, slots=True)
-class StoreSettings:
-    backend: str = "sqlite"
-    path: Path = Path("radtrack.db")
-    synchronous: str = "FULL"
-    max_batch: int = 10_000
-    busy_timeout: float = 1.0
-    cache_mb: int = 256
-    retention_days: int = 0  # closed sessions older than this are pruned; 0 keeps them all
-    history_page_max: int = 500
-    # PostgreSQL (backend = "postgresql"): the password is never in the DSN, and never logged
-    dsn: str = ""
-    password_file: Path | None = None
-    password_env: str = ""
-    node_name: str = ""  # "" : the host name and the process id
-    feed_poll_interval: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
