@@ -75,12 +75,23 @@ class Settings:
             "radius.receive_buffer": (self.radius.receive_buffer, new.radius.receive_buffer),
             "store": (self.store, new.store),
             "api.listen": (self.api.listen, new.api.listen),
-            "api limits": (replace(self.api, tokens=()), replace(new.api, tokens=())),
+            "api limits": (_limits(self.api), _limits(new.api)),
             "sessions": (self.sessions, new.sessions),
             "users": (self.users, new.users),
             "daemon": (self.daemon, new.daemon),
         }
         return [key for key, (before, after) in fixed.items() if before != after]
+
+    def reloaded(self, new: Settings) -> Settings:
+        """These settings with what SIGHUP applies taken from ``new``: NAS clients and secrets
+        (not the listeners), the API's tokens and the /metrics token."""
+        radius = replace(
+            new.radius, listen=self.radius.listen, receive_buffer=self.radius.receive_buffer
+        )
+        api = replace(
+            self.api, tokens=new.api.tokens, metrics_token_sha256=new.api.metrics_token_sha256
+        )
+        return replace(self, radius=radius, api=api)
 
     def warnings(self) -> list[str]:
         """Things that work but should not (weak secrets...), for check-config and start-up."""
@@ -101,7 +112,19 @@ class Settings:
                 )
         if not self.api.tokens and self.api.listen is not None:
             out.append("api.tokens: no token is configured, every API request will be refused")
+        listen = self.api.listen
+        if listen is not None and not self.api.metrics_token_sha256 and not listen.is_loopback:
+            out.append(
+                f"api.metrics_token_sha256: is not set, so GET /metrics (per-NAS session counts)"
+                f" is open to anyone who reaches {listen} (hint: the hex SHA-256 of a token for"
+                " Prometheus)"
+            )
         return out
+
+
+def _limits(api: ApiSettings) -> ApiSettings:
+    """The API settings that only a restart applies (tokens are reloaded)."""
+    return replace(api, tokens=(), metrics_token_sha256=b"")
 
 
 def _radius(t: Table) -> RadiusSettings:
@@ -321,13 +344,7 @@ def _api(t: Table) -> ApiSettings:
                 tok.key("name"), f"{name!r} is used by two tokens", "names are unique"
             )
         names.add(name)
-        digest = tok.require("sha256", str, "`radtrack token create` prints it")
-        if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
-            raise ConfigError(
-                tok.key("sha256"),
-                "is not 64 hex digits",
-                "the hex SHA-256 of the token, from `radtrack token create`",
-            )
+        digest = tok.sha256("sha256", required=True)
         scopes = tok.require("scopes", list, 'scopes = ["admin"] or ["reseller"] with reseller_id')
         for i, scope in enumerate(scopes):
             if scope not in SCOPES:
@@ -341,7 +358,7 @@ def _api(t: Table) -> ApiSettings:
             raise ConfigError(
                 tok.key("reseller_id"), "is required with scope reseller", "reseller_id = N"
             )
-        tokens.append(TokenSettings(name, bytes.fromhex(digest), tuple(scopes), reseller_id))
+        tokens.append(TokenSettings(name, digest, tuple(scopes), reseller_id))
         tok.done()
     digests = [tok.sha256 for tok in tokens]
     if len(set(digests)) != len(digests):
@@ -368,6 +385,7 @@ def _api(t: Table) -> ApiSettings:
         subscription_init_timeout=float(
             t.positive("subscription_init_timeout", float, d.subscription_init_timeout)
         ),
+        metrics_token_sha256=t.sha256("metrics_token_sha256", required=False),
     )
     t.done()
     return s

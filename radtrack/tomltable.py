@@ -12,6 +12,8 @@ from typing import Any
 from radtrack.endpoint import Endpoint
 from radtrack.errors import ConfigError
 
+HINT_SHA256 = "the hex SHA-256 of the token (`radtrack token create` prints one), never the token"
+
 
 class Table:
     """A TOML table being read: remembers which keys were used, to reject the others."""
@@ -48,6 +50,15 @@ class Table:
         if value < 0 or (value == 0 and not zero):
             raise ConfigError(self.key(name), f"must be {'>= 0' if zero else '> 0'}, not {value}")
         return value
+
+    def sha256(self, name: str, *, required: bool) -> bytes:
+        """A hex SHA-256 (of a bearer token) as bytes; b"" when not required and absent or ""."""
+        digest = self.require(name, str, HINT_SHA256) if required else self.get(name, str, "")
+        if not digest and not required:
+            return b""
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            raise ConfigError(self.key(name), "is not 64 hex digits", HINT_SHA256)
+        return bytes.fromhex(digest)
 
     def table(self, name: str) -> Table:
         self.used.add(name)

@@ -45,3 +45,5 @@ class ApiSettings:
     max_subscriptions_per_connection: int = 10
     subscription_queue: int = 1_000
     subscription_init_timeout: float = 10.0
+    # GET /metrics: b"" leaves it open; else the SHA-256 of the bearer token it requires
+    metrics_token_sha256: bytes = field(default=b"", repr=False)
