@@ -386,6 +386,8 @@ def _api(t: Table) -> ApiSettings:
             t.positive("subscription_init_timeout", float, d.subscription_init_timeout)
         ),
         metrics_token_sha256=t.sha256("metrics_token_sha256", required=False),
+        request_timeout=float(t.positive("request_timeout", float, d.request_timeout)),
+        max_connections=t.positive("max_connections", int, d.max_connections),
     )
     t.done()
     return s

@@ -247,6 +247,7 @@ class Daemon:
 
     async def _start_http(self, sock: socket.socket) -> None:
         from radtrack.api.app import create_app
+        from radtrack.api.guard import ConnectionGuard
         from radtrack.api.server import EmbeddedServer
         from radtrack.metrics import renderer
 
@@ -257,7 +258,7 @@ class Daemon:
             metrics=renderer(self),
         )
         self.app = app
-        server = EmbeddedServer(app)
+        server = EmbeddedServer(app, guard=ConnectionGuard(self.settings.api))
         await server.start(sock)
         self.http_server = server
         host, port = sock.getsockname()[:2]

@@ -17,6 +17,7 @@ from prometheus_client.core import (
 )
 
 from radtrack.api.app import GraphQLApp
+from radtrack.api.server import EmbeddedServer
 from radtrack.service import ACK_BUCKETS, DROP_REASONS, AccountingService
 from radtrack.store.base import COMMIT_BUCKETS, Store
 from radtrack.store.index import SessionIndex
@@ -39,6 +40,8 @@ class Observed(Protocol):
     def disconnect_results(self) -> Mapping[str, int]: ...
     @property
     def app(self) -> GraphQLApp | None: ...
+    @property
+    def http_server(self) -> EmbeddedServer | None: ...
 
 
 def _histogram(
@@ -187,6 +190,24 @@ class DaemonCollector:
             for code, count in sorted(app.errors.items()):
                 errors.add_metric([code], count)
             yield errors
+        if daemon.http_server is not None:
+            guard = daemon.http_server.guard
+            yield GaugeMetricFamily(
+                "radtrack_api_connections_open",
+                "HTTP connections open now (those upgraded to WebSocket not counted).",
+                value=guard.open,
+            )
+            yield CounterMetricFamily(
+                "radtrack_api_connections_timed_out",
+                "HTTP connections closed (408) for a request that took longer than "
+                "api.request_timeout to arrive.",
+                value=guard.timed_out,
+            )
+            yield CounterMetricFamily(
+                "radtrack_api_connections_refused",
+                "HTTP connections refused (503) at api.max_connections.",
+                value=guard.refused,
+            )
 
 
 def renderer(daemon: Observed) -> Callable[[], bytes]:

@@ -27,6 +27,7 @@ class ErrorCode(enum.StrEnum):
     BAD_REQUEST = "BAD_REQUEST"  # not a GraphQL-over-HTTP request we accept
     NOT_FOUND = "NOT_FOUND"  # no such path
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # body over api.max_body_bytes
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"  # the request took over api.request_timeout to arrive
     GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"  # syntax error, or over api.max_tokens
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"  # not valid against the schema
     QUERY_TOO_DEEP = "QUERY_TOO_DEEP"  # fields or fragments nested over api.max_depth

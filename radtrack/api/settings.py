@@ -45,5 +45,8 @@ class ApiSettings:
     max_subscriptions_per_connection: int = 10
     subscription_queue: int = 1_000
     subscription_init_timeout: float = 10.0
+    # HTTP connections (api/guard.py): seconds to send a whole request, and how many at once
+    request_timeout: float = 10.0
+    max_connections: int = 1_000
     # GET /metrics: b"" leaves it open; else the SHA-256 of the bearer token it requires
     metrics_token_sha256: bytes = field(default=b"", repr=False)
