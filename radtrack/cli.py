@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from radtrack import __version__, logs
 from radtrack.api.settings import RESELLER, SCOPES, token_digest
 from radtrack.config import Settings, load, store_password
-from radtrack.errors import ConfigError
+from radtrack.errors import ConfigError, UsernameTaken
 from radtrack.store import journal
 
 T = TypeVar("T")
@@ -231,8 +231,18 @@ def read_users_csv(path: str) -> list[tuple[int, str | None, int | None, int | N
         return rows
 
 
+def _taken(path: str, taken: UsernameTaken) -> CommandFailed:
+    return CommandFailed(
+        f"{path}: user {taken.user_id}: username {taken.username!r} belongs to user "
+        f"{taken.owner}; nothing was imported (to move it, give user {taken.owner} another "
+        "username, or none, in the same file)",
+        2,
+    )
+
+
 def cmd_users_import(args: argparse.Namespace) -> int:
-    from radtrack.store.schema import FREE_USERNAME, UPSERT_USER, migrate
+    from radtrack.model import User, taken_username
+    from radtrack.store.schema import FREE_OWN_USERNAME, UPSERT_USER, migrate, username_owners
 
     settings = _settings(args.config)
     try:
@@ -245,7 +255,10 @@ def cmd_users_import(args: argparse.Namespace) -> int:
         async def write(dsn: str, password: str | None) -> None:
             await tools.import_users(dsn, password, rows)
 
-        _on_postgresql(settings, write)
+        try:
+            _on_postgresql(settings, write)
+        except UsernameTaken as refused:
+            raise _taken(args.file, refused) from None
         _out(
             f"imported {len(rows)} users into {settings.store.dsn}; running daemons pick them "
             "up on reload (systemctl reload radtrack, or SIGHUP)"
@@ -255,10 +268,11 @@ def cmd_users_import(args: argparse.Namespace) -> int:
     try:
         migrate(conn)
         conn.execute("BEGIN IMMEDIATE")
-        # a username moves to its new user id: free it first
-        conn.executemany(
-            FREE_USERNAME, [(name, uid) for uid, name, _, _ in rows if name is not None]
-        )
+        owners = username_owners(conn, [name for _, name, _, _ in rows if name is not None])
+        taken = taken_username([User(*row) for row in rows], owners.get)
+        if taken is not None:
+            raise _taken(args.file, taken)  # closing the connection rolls back
+        conn.executemany(FREE_OWN_USERNAME, [(uid,) for uid, _, _, _ in rows])
         conn.executemany(UPSERT_USER, rows)
         conn.execute("COMMIT")
     except sqlite3.Error as exc:

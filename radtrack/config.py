@@ -1,8 +1,9 @@
 """TOML configuration, parsed once into frozen settings.
 
 Each part defines the settings value it takes (the API's in radtrack.api.settings, the RADIUS
-side's in radtrack.radius.settings); this module reads the TOML, validates it and builds those
-values, plus the sections only the daemon reads (sessions, users, store, daemon). Only the shell
+side's in radtrack.radius.settings, the store's in radtrack.store.settings); this module reads
+the TOML, validates it and builds those values, plus the sections only the daemon reads
+(sessions, users, daemon). Only the shell
 (cli.py, daemon.py) imports it.
 
 Unknown keys and wrong types are errors that name the key path (``radius.clients[1].secret``) and
@@ -26,9 +27,9 @@ from typing import Any
 from radtrack.api.settings import RESELLER, SCOPES, ApiSettings, TokenSettings
 from radtrack.errors import ConfigError, ConfigErrors
 from radtrack.radius.settings import ClientSettings, RadiusSettings
+from radtrack.store.settings import BACKENDS, StoreSettings
 from radtrack.tomltable import Table, kind_of
 
-WEAK_SECRET_LENGTH = 16
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 LIMIT_POLICIES = ("off", "disconnect-oldest", "disconnect-newest")
 
@@ -48,27 +49,6 @@ class UserSettings:
     pattern_attribute: str = "User-Name"
     default_max_sessions: int = 0  # 0: no limit
     limit_policy: str = "off"  # or "disconnect-oldest" / "disconnect-newest"
-
-
-BACKENDS = ("sqlite", "postgresql")
-
-
-@dataclass(frozen=True, slots=True)
-class StoreSettings:
-    backend: str = "sqlite"
-    path: Path = Path("radtrack.db")
-    synchronous: str = "FULL"
-    max_batch: int = 10_000
-    busy_timeout: float = 1.0
-    cache_mb: int = 256
-    retention_days: int = 0  # closed sessions older than this are pruned; 0 keeps them all
-    history_page_max: int = 500
-    # PostgreSQL (backend = "postgresql"): the password is never in the DSN, and never logged
-    dsn: str = ""
-    password_file: Path | None = None
-    password_env: str = ""
-    node_name: str = ""  # "" : the host name and the process id
-    feed_poll_interval: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,31 +75,32 @@ class Settings:
             "radius.receive_buffer": (self.radius.receive_buffer, new.radius.receive_buffer),
             "store": (self.store, new.store),
             "api.listen": (self.api.listen, new.api.listen),
-            "api limits": (replace(self.api, tokens=()), replace(new.api, tokens=())),
+            "api limits": (_limits(self.api), _limits(new.api)),
             "sessions": (self.sessions, new.sessions),
             "users": (self.users, new.users),
             "daemon": (self.daemon, new.daemon),
         }
         return [key for key, (before, after) in fixed.items() if before != after]
 
+    def reloaded(self, new: Settings) -> Settings:
+        """These settings with what SIGHUP applies taken from ``new``: NAS clients and secrets
+        (not the listeners), the API's tokens and the /metrics token."""
+        radius = replace(
+            new.radius, listen=self.radius.listen, receive_buffer=self.radius.receive_buffer
+        )
+        api = replace(
+            self.api, tokens=new.api.tokens, metrics_token_sha256=new.api.metrics_token_sha256
+        )
+        return replace(self, radius=radius, api=api)
+
     def warnings(self) -> list[str]:
         """Things that work but should not (weak secrets...), for check-config and start-up."""
-        out = []
-        for i, client in enumerate(self.radius.clients):
-            if len(client.secret) < WEAK_SECRET_LENGTH:
-                out.append(
-                    f"radius.clients[{i}].secret: the secret of {client.name!r} is shorter than "
-                    f"{WEAK_SECRET_LENGTH} characters (hint: `radtrack secret` makes a strong one)"
-                )
-        api = self.api
-        if not api.tokens and api.listen is not None:
-            out.append("api.tokens: no token is configured, every API request will be refused")
-        if (api.explorer or api.introspection) and api.listen and not api.listen.is_loopback:
-            out.append(
-                f"api.explorer: the query page or introspection is on, on {api.listen}, beyond "
-                "this machine (hint: production configs leave both off, the default)"
-            )
-        return out
+        return [*self.radius.warnings(), *self.api.warnings()]
+
+
+def _limits(api: ApiSettings) -> ApiSettings:
+    """The API settings that only a restart applies (tokens are reloaded)."""
+    return replace(api, tokens=(), metrics_token_sha256=b"")
 
 
 def _radius(t: Table) -> RadiusSettings:
@@ -192,6 +173,7 @@ def _client(c: Table, names: set[str]) -> ClientSettings | None:
         require_message_authenticator=require_message_authenticator,
         coa_address=coa_address,
         coa_port=coa_port,
+        address=address,
     )
 
 
@@ -362,6 +344,9 @@ def _api(t: Table) -> ApiSettings:
         subscription_init_timeout=float(
             t.positive("subscription_init_timeout", float, d.subscription_init_timeout)
         ),
+        metrics_token_sha256=t.sha256("metrics_token_sha256", required=False),
+        request_timeout=float(t.positive("request_timeout", float, d.request_timeout)),
+        max_connections=t.positive("max_connections", int, d.max_connections),
     )
     t.done()
     return s
@@ -375,13 +360,7 @@ def _token(tok: Table, names: set[str]) -> TokenSettings | None:
         if name in names:
             tok.fail("name", f"{name!r} is used by two tokens", "names are unique")
         names.add(name)
-    digest = tok.require("sha256", str, "`radtrack token create` prints it")
-    if digest is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
-        tok.fail(
-            "sha256",
-            "is not 64 hex digits",
-            "the hex SHA-256 of the token, from `radtrack token create`",
-        )
+    digest = tok.sha256("sha256", required=True)
     scopes = tok.require("scopes", list, 'scopes = ["admin"] or ["reseller"] with reseller_id')
     for i, scope in enumerate(scopes or ()):
         if scope not in SCOPES:
@@ -394,7 +373,7 @@ def _token(tok: Table, names: set[str]) -> TokenSettings | None:
     tok.done()
     if len(tok.problems) > found:
         return None
-    return TokenSettings(name, bytes.fromhex(digest), tuple(scopes), reseller_id)
+    return TokenSettings(name, digest, tuple(scopes), reseller_id)
 
 
 def _daemon(t: Table) -> DaemonSettings:

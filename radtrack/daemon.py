@@ -18,7 +18,6 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from radtrack import config as config_mod
@@ -248,6 +247,7 @@ class Daemon:
     async def _start_http(self, sock: socket.socket) -> None:
         """The API on a thread of its own (radtrack/api/thread.py says what crosses over)."""
         from radtrack.api.app import create_app
+        from radtrack.api.guard import ConnectionGuard
         from radtrack.api.thread import HomeBackend, ThreadedServer, called_on
         from radtrack.metrics import renderer
 
@@ -259,7 +259,7 @@ class Daemon:
             metrics=called_on(home, renderer(self)),
         )
         self.app = app
-        server = ThreadedServer(app)
+        server = ThreadedServer(app, ConnectionGuard(self.settings.api))
         await server.start(sock)
         self.http_server = server
         host, port = sock.getsockname()[:2]
@@ -296,8 +296,9 @@ class Daemon:
             self.app.events.publish(changes)
 
     def reload(self) -> bool:
-        """Re-read the config file (SIGHUP): NAS clients, secrets and API tokens change live;
-        settings that need a restart are reported; a bad file is rejected and the old kept."""
+        """Re-read the config file (SIGHUP): NAS clients, secrets and API tokens (the /metrics
+        one too) change live; settings that need a restart are reported; a bad file is rejected
+        and the old kept."""
         source = self.settings.source
         if source is None:
             logger.error("event=reload_rejected error=%r", "no config file to re-read")
@@ -310,14 +311,12 @@ class Daemon:
         old = self.settings
         for key in old.needing_restart(new):
             logger.warning("event=reload_needs_restart key=%s (the running value is kept)", key)
-        radius = replace(
-            new.radius, listen=old.radius.listen, receive_buffer=old.radius.receive_buffer
-        )
         # users written by `radtrack users import` are read off the loop, then applied
         task = asyncio.get_running_loop().create_task(self.user_sync.reload())
         self._tasks.append(task)
         task.add_done_callback(self._task_done)
-        self.settings = replace(old, radius=radius, api=replace(old.api, tokens=new.api.tokens))
+        self.settings = old.reloaded(new)
+        radius = self.settings.radius
         self.control.clients = radius.clients
         if self.service is not None:
             self.service.reconfigure(radius)
@@ -325,6 +324,7 @@ class Daemon:
             from radtrack.api.auth import TokenVerifier
 
             self.app.tokens = TokenVerifier(new.api.tokens)
+            self.app.metrics_token = new.api.metrics_token_sha256
             self.http_server.revoke(self.app.tokens.knows)
         for warning in new.warnings():
             logger.warning("event=config_warning %s", warning)

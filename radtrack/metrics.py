@@ -18,6 +18,7 @@ from prometheus_client.core import (
 
 from radtrack import gcpolicy
 from radtrack.api.app import GraphQLApp
+from radtrack.api.thread import ThreadedServer
 from radtrack.service import ACK_BUCKETS, DROP_REASONS, AccountingService
 from radtrack.store.base import COMMIT_BUCKETS, Store
 from radtrack.store.index import SessionIndex
@@ -40,6 +41,8 @@ class Observed(Protocol):
     def disconnect_results(self) -> Mapping[str, int]: ...
     @property
     def app(self) -> GraphQLApp | None: ...
+    @property
+    def http_server(self) -> ThreadedServer | None: ...
 
 
 def _histogram(
@@ -193,6 +196,24 @@ class DaemonCollector:
             for code, count in sorted(app.errors.items()):
                 errors.add_metric([code], count)
             yield errors
+        if daemon.http_server is not None:
+            guard = daemon.http_server.guard
+            yield GaugeMetricFamily(
+                "radtrack_api_connections_open",
+                "HTTP connections open now (those upgraded to WebSocket not counted).",
+                value=guard.open,
+            )
+            yield CounterMetricFamily(
+                "radtrack_api_connections_timed_out",
+                "HTTP connections closed (408) for a request that took longer than "
+                "api.request_timeout to arrive.",
+                value=guard.timed_out,
+            )
+            yield CounterMetricFamily(
+                "radtrack_api_connections_refused",
+                "HTTP connections refused (503) at api.max_connections.",
+                value=guard.refused,
+            )
 
 
 def renderer(daemon: Observed) -> Callable[[], bytes]:

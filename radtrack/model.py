@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
+
+from radtrack.errors import UsernameTaken
 
 
 class StatusType(enum.IntEnum):
@@ -321,6 +324,25 @@ class User:
     username: str | None = None
     reseller_id: int | None = None
     max_sessions: int | None = None
+
+
+def taken_username(
+    users: Sequence[User], owner_of: Callable[[str], int | None]
+) -> UsernameTaken | None:
+    """The refusal of a users write that would take a username from a user it leaves alone.
+
+    ``owner_of`` gives the user id that holds a username now (None: nobody). A username moves
+    only when its holder is in the same write (with another username, or none): that is what
+    asking for the move looks like.
+    """
+    written = {user.user_id for user in users}
+    for index, user in enumerate(users):
+        if user.username is None:
+            continue
+        owner = owner_of(user.username)
+        if owner is not None and owner not in written:
+            return UsernameTaken(user.username, owner, user.user_id, index)
+    return None
 
 
 class ChangeKind(enum.StrEnum):

@@ -17,6 +17,7 @@ from radtrack.errors import ConfigError
 # where a problem is in the document: the place of each key in its table, from the root down
 # (tomllib keeps the file's order), so that problems are listed in the file's order
 Position = tuple[int, ...]
+HINT_SHA256 = "the hex SHA-256 of the token (`radtrack token create` prints one), never the token"
 
 
 class Table:
@@ -115,6 +116,17 @@ class Table:
         except ConfigError as exc:
             self.fail(name, exc.message, exc.hint)
             return None
+
+    def sha256(self, name: str, *, required: bool) -> bytes:
+        """A hex SHA-256 (of a bearer token) as bytes; b"" when not required and absent or "",
+        and when wrong (reported)."""
+        digest = self.require(name, str, HINT_SHA256) if required else self.get(name, str, "")
+        if not digest:
+            return b""
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            self.fail(name, "is not 64 hex digits", HINT_SHA256)
+            return b""
+        return bytes.fromhex(digest)
 
     def table(self, name: str) -> Table:
         self.used.add(name)

@@ -390,11 +390,45 @@ async def test_depth_limit(api: Api) -> None:
     deep = "{ " + "a { " * 20 + "b" + " }" * 21
     reply = await gql(api.port, deep)
     assert reply.status == 400
-    assert reply.codes == ["GRAPHQL_VALIDATION_FAILED"]
-    assert "depth 21 exceeds the limit of 8" in reply.json()["errors"][0]["message"]
-    # too deep even to parse (Python's recursion limit) is a parse error, not a crash
+    assert reply.codes == ["QUERY_TOO_DEEP"]
+    message = reply.json()["errors"][0]["message"]
+    assert "depth 21 exceeds the limit of 8 (api.max_depth)" in message
+    # too deep even to parse (Python's recursion limit): the same refusal, not a crash
     abysmal = await gql(api.port, "{" + "a{" * 600 + "b" + "}" * 601)
-    assert abysmal.codes == ["GRAPHQL_PARSE_FAILED"]
+    assert abysmal.codes == ["QUERY_TOO_DEEP"]
+    assert "api.max_depth" in abysmal.json()["errors"][0]["message"]
+
+
+def fragment_chain(length: int) -> str:
+    """``{ ...F0 }`` where F0 spreads F1, ... and the last one asks for a field."""
+    chain = [f"fragment F{i} on Query {{ ...F{i + 1} }}" for i in range(length - 1)]
+    return "\n".join(
+        ["{ ...F0 }", *chain, f"fragment F{length - 1} on Query {{ stats {{ online }} }}"]
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_long_fragment_chain_is_too_deep_and_says_which_limit(api: Api) -> None:
+    """Fragments nested within fragments count against api.max_depth (8 here): a 200-deep chain
+    is refused before validation, naming the limit, not with graphql-core's "Validation
+    aborted." of a walk cut short."""
+    chain = fragment_chain(200)
+    assert len(chain) < 65_536  # under max_body_bytes and max_tokens: the depth refuses it
+    reply = await gql(api.port, chain)
+    assert reply.status == 400
+    assert reply.codes == ["QUERY_TOO_DEEP"]
+    [error] = reply.json()["errors"]
+    assert error["message"] == (
+        "Query nests fragments 200 deep, over the limit of 8 (api.max_depth)."
+    )
+    assert "aborted" not in reply.body.decode()
+    assert (await gql(api.port, fragment_chain(8))).json() == {"data": {"stats": {"online": 4}}}
+    assert (await gql(api.port, fragment_chain(9))).codes == ["QUERY_TOO_DEEP"]
+    # an unused chain is walked by validation too: refused the same way, once
+    unused = fragment_chain(200).replace("{ ...F0 }", "{ stats { online } }", 1)
+    reply = await gql(api.port, unused)
+    assert reply.codes == ["QUERY_TOO_DEEP"]
+    assert "Fragment F0 nests fragments 200 deep" in reply.json()["errors"][0]["message"]
 
 
 @pytest.mark.asyncio
@@ -411,14 +445,15 @@ async def test_alias_flood_is_refused_quickly() -> None:
         reply = await gql(roomy_api.port, flood)
         elapsed = time.perf_counter() - started
         assert reply.status == 400
-        assert reply.codes == ["GRAPHQL_VALIDATION_FAILED"]
-        assert "Query cost 5000 exceeds the limit of 1000" in reply.json()["errors"][0]["message"]
+        assert reply.codes == ["QUERY_TOO_COSTLY"]
+        message = reply.json()["errors"][0]["message"]
+        assert "Query cost 5000 exceeds the limit of 1000 (api.max_cost)" in message
         assert elapsed < 2.0
 
 
 @pytest.mark.asyncio
 async def test_cost_counts_aliases_and_expanded_fragments() -> None:
-    async with running(max_cost=20) as small:
+    async with running(max_cost=20, max_depth=16) as small:  # 13 fragments deep below
         aliases = "{" + " ".join(f"a{i}: __typename" for i in range(21)) + "}"
         assert "cost 21 exceeds the limit of 20" in (await gql(small.port, aliases)).body.decode()
         ok = "{" + " ".join(f"a{i}: __typename" for i in range(20)) + "}"
@@ -427,7 +462,7 @@ async def test_cost_counts_aliases_and_expanded_fragments() -> None:
         levels = [f"fragment F{i} on Query {{ ...F{i + 1} ...F{i + 1} }}" for i in range(12)]
         exploding = "{ ...F0 } " + " ".join(levels) + " fragment F12 on Query { __typename }"
         reply = await gql(small.port, exploding)
-        assert reply.codes == ["GRAPHQL_VALIDATION_FAILED"]
+        assert reply.codes == ["QUERY_TOO_COSTLY"]
         assert "cost" in reply.json()["errors"][0]["message"]
         cycle = "{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }"
         reply = await gql(small.port, cycle)

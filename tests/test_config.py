@@ -327,3 +327,48 @@ def test_the_postgresql_password_comes_from_a_file_or_the_environment(
     with pytest.raises(ConfigError) as missing:
         config.store_password(config.load(tmp_path / "a.toml").store)
     assert missing.value.path == "store.password_file"
+
+
+@pytest.mark.parametrize(
+    ("address", "network"),
+    [
+        ("10.0.0.1/24", "10.0.0.0/24"),
+        ("192.0.2.77/28", "192.0.2.64/28"),
+        ("2001:db8::1/64", "2001:db8::/64"),
+    ],
+)
+def test_a_cidr_with_host_bits_is_a_warning_naming_its_network(address: str, network: str) -> None:
+    text = (
+        f"[[radius.clients]]\nname = 'a'\naddress = '{address}'\nsecret = 'a-long-enough-secret'\n"
+    )
+    settings = parse(text)
+    assert str(settings.radius.clients[0].network) == network  # still accepted, as before
+    [warning] = [w for w in settings.warnings() if w.startswith("radius.clients")]
+    assert warning.startswith(f"radius.clients[0].address: '{address}' has host bits set")
+    assert f"it means the network {network}" in warning
+    assert f'write "{network}"' in warning
+
+
+@pytest.mark.parametrize("address", ["10.0.0.0/24", "10.0.0.1", "10.0.0.1/32", "2001:db8::/64"])
+def test_a_plain_address_or_network_warns_nothing(address: str) -> None:
+    text = (
+        f"[[radius.clients]]\nname = 'a'\naddress = '{address}'\nsecret = 'a-long-enough-secret'\n"
+    )
+    assert not [w for w in parse(text).warnings() if w.startswith("radius.clients")]
+
+
+def test_check_config_prints_the_host_bits_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "hosty.toml"
+    path.write_text(
+        "[[radius.clients]]\nname = 'office'\naddress = '10.0.0.1/24'\n"
+        "secret = 'a-long-enough-secret'\n"
+    )
+    assert cli.main(["check-config", "--config", str(path)]) == 0  # a warning, not an error
+    err = capsys.readouterr().err
+    assert (
+        f"{path}: warning: radius.clients[0].address: '10.0.0.1/24' has host bits set; it means "
+        'the network 10.0.0.0/24 (10.0.0.0 to 10.0.0.255) (hint: write "10.0.0.0/24" for that '
+        'network, or "10.0.0.1" for one NAS)'
+    ) in err

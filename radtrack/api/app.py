@@ -1,5 +1,6 @@
 """The ASGI app: POST /graphql, WebSocket /graphql (subscriptions), GET /healthz, /readyz,
-/metrics, and the dashboard (GET /, /dashboard and its two files), nothing else.
+/metrics, and the dashboard (GET /, /dashboard and its two files), nothing else. /metrics is
+open unless api.metrics_token_sha256 is set; then it needs that bearer token (401 without it).
 
 A hand-written dispatcher (no framework): a few routes do not need one, and every refusal is
 decided from the headers before the body is read, so oversized or unauthenticated requests cost
@@ -25,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from radtrack.api import explorer
-from radtrack.api.auth import Principal, TokenVerifier
+from radtrack.api.auth import Principal, TokenVerifier, bearer_matches
 from radtrack.api.backend import Backend
 from radtrack.api.dashboard import StaticFiles
 from radtrack.api.documents import DocumentCache
@@ -78,6 +79,8 @@ class GraphQLApp:
         )
         self.static = StaticFiles()
         self.metrics = metrics
+        # the SHA-256 of the token GET /metrics needs (b"": none); a reload may replace it
+        self.metrics_token = settings.metrics_token_sha256
         self.requests = 0  # POST /graphql requests answered
         self.errors: Counter[str] = Counter()  # their errors, by extensions.code
 
@@ -108,10 +111,7 @@ class GraphQLApp:
             elif (page := self.static.get(path, self.tokens.example_token)) is not None:
                 await self._page(scope, send, *page)
             elif path == "/metrics" and self.metrics is not None:
-                text = self.metrics()
-                if not isinstance(text, bytes):  # rendered on the ingest loop (api/thread.py)
-                    text = await text
-                await _send(send, 200, METRICS_HEADERS, text)
+                await self._metrics(scope, send, self.metrics)
             elif path == "/healthz":
                 await self._health(scope, send, {"status": "ok"}, ok=True)
             elif path == "/readyz":
@@ -178,6 +178,19 @@ class GraphQLApp:
         for error in payload.get("errors") or ():
             self.errors[str(error.get("extensions", {}).get("code", "UNKNOWN"))] += 1
         await send_json(send, status, payload, headers)
+
+    async def _metrics(self, scope: Scope, send: Send, render: Metrics) -> None:
+        expected = self.metrics_token
+        authorization = _headers(scope["headers"]).get(b"authorization")
+        if expected and not bearer_matches(authorization, expected):
+            message = "GET /metrics needs its bearer token (api.metrics_token_sha256)"
+            body = error_body(ErrorCode.UNAUTHENTICATED, message)
+            await send_json(send, 401, body, [(b"www-authenticate", b"Bearer")])
+            return
+        text = render()
+        if not isinstance(text, bytes):  # rendered on the ingest loop (api/thread.py)
+            text = await text
+        await _send(send, 200, METRICS_HEADERS, text)
 
     async def _page(self, scope: Scope, send: Send, headers: Headers, body: bytes) -> None:
         if scope["method"] not in ("GET", "HEAD"):

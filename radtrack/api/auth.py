@@ -1,8 +1,8 @@
 """Bearer tokens: who is asking (what each may see is radtrack.api.access).
 
-Tokens are configured as SHA-256 digests (api.tokens); a presented token is hashed and compared
-with every configured digest in constant time, without stopping at a match. Tokens are never
-logged, and neither are digests.
+Tokens are configured as SHA-256 digests (api.tokens, api.metrics_token_sha256); a presented
+token is hashed and compared with every configured digest in constant time, without stopping at
+a match. Tokens are never logged, and neither are digests.
 """
 
 from __future__ import annotations
@@ -51,15 +51,28 @@ class TokenVerifier:
         return principal in self._principals
 
     def authenticate(self, authorization: bytes | None) -> Principal | None:
-        if not authorization:
+        digest = bearer_digest(authorization)
+        if digest is None:
             return None
-        scheme, _, token = authorization.strip().partition(b" ")
-        token = token.strip()
-        if scheme.lower() != b"bearer" or not token:
-            return None
-        digest = hashlib.sha256(token).digest()
         found: Principal | None = None
         for expected, principal in self._entries:  # every digest, no early exit
             if hmac.compare_digest(digest, expected):
                 found = principal
         return found
+
+
+def bearer_digest(authorization: bytes | None) -> bytes | None:
+    """The SHA-256 of the token of an ``Authorization: Bearer <token>`` header, or None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(b" ")
+    token = token.strip()
+    if scheme.lower() != b"bearer" or not token:
+        return None
+    return hashlib.sha256(token).digest()
+
+
+def bearer_matches(authorization: bytes | None, expected: bytes) -> bool:
+    """The header carries the token whose SHA-256 is ``expected`` (compared in constant time)."""
+    digest = bearer_digest(authorization)
+    return digest is not None and hmac.compare_digest(digest, expected)

@@ -25,7 +25,9 @@ class Backend(Protocol):
         ...
 
     async def upsert_users(self, users: list[User]) -> None:
-        """Write users durably, then update ``users``; raises StoreError when the write fails."""
+        """Write users durably, then update ``users``; raises UsernameTaken (nothing written)
+        when a username would be taken from a user not in ``users``, StoreError when the write
+        fails."""
         ...
 
     def readiness(self) -> dict[str, bool]:

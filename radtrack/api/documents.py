@@ -33,7 +33,7 @@ from graphql.validation import (
 )
 
 from radtrack.api.errors import ErrorCode, format_request_error
-from radtrack.api.limits import check_limits
+from radtrack.api.limits import check_limits, too_deep
 from radtrack.api.settings import ApiSettings
 
 HTTP_OPERATIONS = (OperationType.QUERY, OperationType.MUTATION)
@@ -93,17 +93,16 @@ class DocumentCache:
         except GraphQLSyntaxError as error:
             return _refused(ErrorCode.GRAPHQL_PARSE_FAILED, [error])
         except RecursionError:
-            too_deep = GraphQLError("Syntax Error: the document is nested too deeply.")
-            return _refused(ErrorCode.GRAPHQL_PARSE_FAILED, [too_deep])
+            return _refused(ErrorCode.GRAPHQL_PARSE_FAILED, [too_deep(self.max_depth)])
         errors = check_limits(document, self.max_depth, self.max_cost)
         if not errors:
             try:
                 errors = validate(self.schema, document, self.rules)
             except RecursionError:
-                errors = [GraphQLError("The document is nested too deeply.")]
+                errors = [too_deep(self.max_depth)]
         if not errors:
             errors = self._check_operation_types(document)
-        if errors:
+        if errors:  # the limits' own codes (QUERY_TOO_DEEP...) win over this one
             return _refused(ErrorCode.GRAPHQL_VALIDATION_FAILED, errors)
         return PreparedDocument(document)
 

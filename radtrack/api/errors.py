@@ -27,8 +27,12 @@ class ErrorCode(enum.StrEnum):
     BAD_REQUEST = "BAD_REQUEST"  # not a GraphQL-over-HTTP request we accept
     NOT_FOUND = "NOT_FOUND"  # no such path
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # body over api.max_body_bytes
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"  # the request took over api.request_timeout to arrive
     GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"  # syntax error, or over api.max_tokens
-    GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"  # includes depth and cost limits
+    GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"  # not valid against the schema
+    QUERY_TOO_DEEP = "QUERY_TOO_DEEP"  # fields or fragments nested over api.max_depth
+    QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"  # more fields, fragments expanded, than api.max_cost
+    USERNAME_TAKEN = "USERNAME_TAKEN"  # upsertUsers: the username is another user's
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"  # the store refused a write; retry later
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"  # a bug; details are in the log only
 
@@ -48,8 +52,10 @@ def error_body(code: ErrorCode, message: str) -> dict[str, Any]:
 
 
 def format_request_error(error: GraphQLError, code: ErrorCode) -> dict[str, Any]:
-    """An error of parsing, validation or variable coercion: the client's, shown as is."""
-    return _formatted(error, error.message, code)
+    """An error of parsing, validation or variable coercion: the client's, shown as is, with
+    ``code`` unless it carries its own (the limits' refusals do)."""
+    own = (error.extensions or {}).get("code")
+    return _formatted(error, error.message, ErrorCode(own) if own else code)
 
 
 def format_execution_error(error: GraphQLError) -> dict[str, Any]:

@@ -20,6 +20,9 @@ from typing import Any
 import uvicorn
 import websockets
 
+from radtrack.api.guard import ConnectionGuard
+from radtrack.api.settings import ApiSettings
+
 logger = logging.getLogger(__name__)
 
 # Refreshes uvicorn's Date header (its main loop would do it; we run no main loop).
@@ -78,16 +81,28 @@ def _http_protocol() -> str:
 
 
 class EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that runs in the caller's event loop on a pre-bound socket."""
+    """A uvicorn server that runs in the caller's event loop on a pre-bound socket.
 
-    def __init__(self, app: Any, *, timeout_keep_alive: int = 5) -> None:
+    ``guard`` bounds the time to send a request and the connections (api/guard.py; default: the
+    default api settings); ``http`` picks uvicorn's HTTP parser (default: httptools if present).
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        timeout_keep_alive: int = 5,
+        guard: ConnectionGuard | None = None,
+        http: str | None = None,
+    ) -> None:
+        self.guard = guard if guard is not None else ConnectionGuard(ApiSettings())
         config = uvicorn.Config(
             app,
             log_config=None,
             lifespan="off",
             access_log=False,
             loop="none",
-            http=_http_protocol(),
+            http=self.guard.protocol(http or _http_protocol()),
             # subscriptions (graphql-transport-ws): websockets' sans-I/O protocol, whose sends
             # wait while the socket's buffer is full, so a slow reader fills its own bounded
             # queue (subscriptions.EventHub) and never the process's memory

@@ -52,3 +52,30 @@ class ApiSettings:
     max_subscriptions_per_connection: int = 10
     subscription_queue: int = 1_000
     subscription_init_timeout: float = 10.0
+    # HTTP connections (api/guard.py): seconds to send a whole request, and how many at once
+    request_timeout: float = 10.0
+    max_connections: int = 1_000
+    # GET /metrics: b"" leaves it open; else the SHA-256 of the bearer token it requires
+    metrics_token_sha256: bytes = field(default=b"", repr=False)
+
+    def warnings(self) -> list[str]:
+        """What works but should not: no token, the query page or an open /metrics beyond
+        this machine."""
+        out = []
+        listen = self.listen
+        if not self.tokens and listen is not None:
+            out.append("api.tokens: no token is configured, every API request will be refused")
+        if listen is None or listen.is_loopback:
+            return out
+        if self.explorer or self.introspection:
+            out.append(
+                f"api.explorer: the query page or introspection is on, on {listen}, beyond "
+                "this machine (hint: production configs leave both off, the default)"
+            )
+        if not self.metrics_token_sha256:
+            out.append(
+                f"api.metrics_token_sha256: is not set, so GET /metrics (per-NAS session counts)"
+                f" is open to anyone who reaches {listen} (hint: the hex SHA-256 of a token for"
+                " Prometheus)"
+            )
+        return out

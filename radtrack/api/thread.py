@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from radtrack.api.app import GraphQLApp
 from radtrack.api.auth import Principal
 from radtrack.api.backend import Backend
+from radtrack.api.guard import ConnectionGuard
 from radtrack.api.server import EmbeddedServer
 from radtrack.model import Session, User
 from radtrack.radius.disconnect import DisconnectResult
@@ -174,11 +175,16 @@ class ThreadedServer:
     """The API's uvicorn server (``EmbeddedServer``) serving ``app`` on an ``ApiThread``;
     ``start`` and ``stop`` are awaited from the ingest loop."""
 
-    def __init__(self, app: GraphQLApp) -> None:
+    def __init__(self, app: GraphQLApp, guard: ConnectionGuard | None = None) -> None:
         self.app = app
         self.thread = ApiThread()
-        self.server = EmbeddedServer(app)
+        self.server = EmbeddedServer(app, guard=guard)
         app.events.deliver_on(self.thread.loop)
+
+    @property
+    def guard(self) -> ConnectionGuard:
+        """The server's connection counts and limits (read by /metrics)."""
+        return self.server.guard
 
     async def start(self, sock: socket.socket) -> None:
         """Serve on ``sock`` (from bind_tcp); returns once accepting. The server owns it."""

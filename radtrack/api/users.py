@@ -10,7 +10,7 @@ from graphql import GraphQLResolveInfo
 from radtrack.api.access import require_admin
 from radtrack.api.errors import ApiError, ErrorCode
 from radtrack.api.limits import MAX_UPSERT_USERS
-from radtrack.errors import StoreError
+from radtrack.errors import StoreError, UsernameTaken
 from radtrack.model import User
 
 MAX_USERNAME = 253  # the longest RADIUS attribute value (RFC 2865 §5)
@@ -26,6 +26,13 @@ async def resolve_upsert_users(
     records = users_from_input(users)
     try:
         await context.backend.upsert_users(records)
+    except UsernameTaken as taken:
+        raise ApiError(
+            ErrorCode.USERNAME_TAKEN,
+            f"users[{taken.index}]: username {taken.username!r} belongs to userId {taken.owner}; "
+            f"to move it to userId {taken.user_id}, give userId {taken.owner} another username "
+            "(or none) in the same call. Nothing was written.",
+        ) from None
     except StoreError:
         raise ApiError(
             ErrorCode.SERVICE_UNAVAILABLE, "The users could not be stored; try again later"

@@ -178,8 +178,9 @@ class Store(Protocol):
 
     # -- operations of the API and the timers -------------------------------------------------
     async def upsert_users(self, users: Sequence[User]) -> None:
-        """Write users durably (a username moving to another user id moves); StoreError when
-        the write fails."""
+        """Write users durably, all or none. A username moves to another user id only when its
+        holder is in the same write (with another username, or none); otherwise UsernameTaken,
+        and nothing is written. StoreError when the write fails."""
         ...
 
     async def load_users(self) -> list[User]:

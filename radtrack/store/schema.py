@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Iterable
 
 from radtrack.model import SESSION_COLUMNS
 
@@ -104,13 +105,28 @@ def upsert_sessions(rows: int) -> str:
 
 # Positions in a Session.row() of the columns an Interim-Update changes (journal.merge)
 COUNTER_INDEXES = tuple(SESSION_COLUMNS.index(c) for c in COUNTER_COLUMNS)
-FREE_USERNAME = "UPDATE users SET username = NULL WHERE username = ? AND user_id != ?"
+# a users write first frees the usernames of its own users (so two of them may swap names),
+# never another user's: taking a username from a user outside the write is refused
+# (model.taken_username; the UNIQUE constraint too, should two writers race)
+FREE_OWN_USERNAME = "UPDATE users SET username = NULL WHERE user_id = ? AND username IS NOT NULL"
 
 UPSERT_USER = (
     "INSERT INTO users (user_id, username, reseller_id, max_sessions) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (user_id) DO UPDATE SET username = excluded.username, "
     "reseller_id = excluded.reseller_id, max_sessions = excluded.max_sessions"
 )
+
+
+def username_owners(conn: sqlite3.Connection, names: Iterable[str]) -> dict[str, int]:
+    """The user id holding each of ``names`` that someone holds."""
+    wanted = list(names)
+    owners: dict[str, int] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        query = f"SELECT username, user_id FROM users WHERE username IN ({marks})"
+        owners.update(conn.execute(query, chunk).fetchall())
+    return owners
 
 
 class SchemaTooNew(sqlite3.DatabaseError):

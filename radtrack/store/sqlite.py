@@ -5,14 +5,16 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from radtrack.model import Session, User
+from radtrack.errors import StoreError, UsernameTaken
+from radtrack.model import Session, User, taken_username
 from radtrack.store import recovery
 from radtrack.store.base import LiveState, RemoteApply
 from radtrack.store.history import PRUNE, PRUNE_CHUNK, HistoryReader
-from radtrack.store.schema import FREE_USERNAME, UPSERT_USER
+from radtrack.store.schema import FREE_OWN_USERNAME, UPSERT_USER, username_owners
 from radtrack.store.writer import Writer
 
 
@@ -67,12 +69,15 @@ class SqliteStore(Writer):
         return await asyncio.to_thread(recovery.load_users, self.path)
 
     async def upsert_users(self, users: Sequence[User]) -> None:
+        # what the file says now (`radtrack users import` may have written since the last load)
+        taken = await asyncio.to_thread(self._taken_username, users)
+        if taken is not None:
+            raise taken
         # one transaction; shielded so a cancelled HTTP request cannot half-apply it
         await asyncio.shield(
             self.run(
                 [
-                    # a username moves to its new user id: free it first (it is UNIQUE)
-                    (FREE_USERNAME, [(u.username, u.user_id) for u in users if u.username]),
+                    (FREE_OWN_USERNAME, [(u.user_id,) for u in users]),
                     (
                         UPSERT_USER,
                         [(u.user_id, u.username, u.reseller_id, u.max_sessions) for u in users],
@@ -80,6 +85,20 @@ class SqliteStore(Writer):
                 ]
             )
         )
+
+    def _taken_username(self, users: Sequence[User]) -> UsernameTaken | None:
+        names = [u.username for u in users if u.username is not None]
+        if not names:
+            return None
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            try:
+                owners = username_owners(conn, names)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the users: {exc}") from None
+        return taken_username(users, owners.get)
 
     async def history_page(
         self,

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from radtrack.errors import StoreError
-from radtrack.model import SESSION_COLUMNS, Session, User
+from radtrack.model import SESSION_COLUMNS, Session, User, taken_username
 from radtrack.store.base import LiveState, Outcome, RemoteApply, why_rejected
 from radtrack.store.groupcommit import GroupCommit, Pending
 from radtrack.store.history import PRUNE_CHUNK, decode_cursor, encode_cursor
@@ -57,7 +57,11 @@ ROW_ERRORS: tuple[type[Exception], ...] = (
 _COLUMNS = ", ".join(SESSION_COLUMNS)
 LOAD_BATCH = 100_000  # sessions a round trip at start-up
 _SELECT = f"SELECT {_COLUMNS} FROM sessions"
-FREE_USERNAME = "UPDATE users SET username = NULL WHERE username = $1 AND user_id != $2"
+# as on SQLite (store/schema.py): a write frees its own users' usernames, never another's
+USERNAME_OWNERS = "SELECT username, user_id FROM users WHERE username = ANY($1::text[])"
+FREE_OWN_USERNAMES = (
+    "UPDATE users SET username = NULL WHERE user_id = ANY($1::bigint[]) AND username IS NOT NULL"
+)
 UPSERT_USER = (
     "INSERT INTO users (user_id, username, reseller_id, max_sessions) VALUES ($1, $2, $3, $4) "
     "ON CONFLICT (user_id) DO UPDATE SET username = excluded.username, "
@@ -293,15 +297,8 @@ class PgStore(GroupCommit):
     # -- operations of the API and the timers ---------------------------------------------------
     async def upsert_users(self, users: Sequence[User]) -> None:
         async def write() -> None:
-            async with self._pool.acquire() as conn, conn.transaction():
-                # a username moves to its new user id: free it first (it is UNIQUE)
-                await conn.executemany(
-                    FREE_USERNAME, [(u.username, u.user_id) for u in users if u.username]
-                )
-                await conn.executemany(
-                    UPSERT_USER,
-                    [(u.user_id, u.username, u.reseller_id, u.max_sessions) for u in users],
-                )
+            async with self._pool.acquire() as conn:
+                await write_users(conn, users)
 
         await _stored(asyncio.shield(write()))
 
@@ -360,6 +357,22 @@ class PgStore(GroupCommit):
             total += changed
             if changed < PRUNE_CHUNK:
                 return total
+
+
+async def write_users(conn: Connection, users: Sequence[User]) -> None:
+    """Upsert users in one transaction; UsernameTaken (nothing written) when one would take a
+    username from a user the write leaves alone (what every node and `radtrack users import`
+    have written counts, not only what this node has loaded)."""
+    async with conn.transaction():
+        names = [u.username for u in users if u.username is not None]
+        owners = {row[0]: row[1] for row in await conn.fetch(USERNAME_OWNERS, names)}
+        taken = taken_username(users, owners.get)
+        if taken is not None:
+            raise taken
+        await conn.execute(FREE_OWN_USERNAMES, [u.user_id for u in users])
+        await conn.executemany(
+            UPSERT_USER, [(u.user_id, u.username, u.reseller_id, u.max_sessions) for u in users]
+        )
 
 
 async def _stored(awaitable: Any) -> Any:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from radtrack.model import User
 from radtrack.store.pg import schema
-from radtrack.store.pg.store import FREE_USERNAME, UPSERT_USER, connect
+from radtrack.store.pg.store import connect, write_users
 
 # the columns `radtrack sessions` shows, as on SQLite
 ONLINE_COLUMNS = (
@@ -63,14 +64,11 @@ async def online_sessions(
 async def import_users(
     dsn: str, password: str | None, rows: Sequence[tuple[int, str | None, int | None, int | None]]
 ) -> None:
-    """Upsert users in one transaction (a username moving to another user id moves)."""
+    """Upsert users in one transaction; UsernameTaken (nothing written) when a username would
+    be taken from a user the rows leave alone."""
     conn = await connect(dsn, password, "users-import")
     try:
         await schema.migrate(conn)
-        async with conn.transaction():
-            await conn.executemany(
-                FREE_USERNAME, [(name, uid) for uid, name, _, _ in rows if name is not None]
-            )
-            await conn.executemany(UPSERT_USER, rows)
+        await write_users(conn, [User(*row) for row in rows])
     finally:
         await conn.close()
