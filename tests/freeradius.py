@@ -90,6 +90,7 @@ def sql_module(root: Path, database: Path, *, with_class: bool = True) -> str:
             )
         )
         assert ", '%{Class}'\"" in queries and "# \", '%{Class}'\"" not in queries
+    root.mkdir(parents=True, exist_ok=True)
     (root / "queries.conf").write_text(queries)
     return f"""
 	sql {{
