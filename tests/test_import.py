@@ -186,3 +186,71 @@ async def test_import_what_freeradius_wrote_then_the_nas_goes_on(
     )
     _, err = await proc.communicate()
     assert proc.returncode == 1 and b"stop it first" in err, err
+
+
+# the columns FreeRADIUS's PostgreSQL queries.conf fills on a Start (and an Interim's counters)
+PG_ROWS = """
+INSERT INTO radacct (AcctSessionId, AcctUniqueId, UserName, NASIPAddress, NASPortId,
+    NASPortType, AcctStartTime, AcctUpdateTime, AcctStopTime, AcctSessionTime,
+    AcctInputOctets, AcctOutputOctets, CalledStationId, CallingStationId, AcctTerminateCause,
+    FramedIPAddress, ConnectInfo_start, Class)
+VALUES
+ ('pg-a', 'u1', '2001', '127.0.0.1', 'tun1', 'Virtual', TO_TIMESTAMP($1 - 900),
+  TO_TIMESTAMP($1 - 60), NULL, 840, 123, 456, '', '02:00:00:00:00:aa', '',
+  '100.64.9.1', 'ocserv', NULL),
+ ('pg-b', 'u2', '2002', '127.0.0.1', 'tun2', 'Virtual', TO_TIMESTAMP($1 - 900),
+  TO_TIMESTAMP($1 - 800), TO_TIMESTAMP($1 - 800), 100, 1, 2, '', '', 'Idle-Timeout',
+  NULL, '', NULL)
+"""
+
+
+@pytest.mark.asyncio
+async def test_import_from_postgresql_beside_a_running_node(
+    pg_dsn: str, tmp_path: Path, daemon_factory: Callable[..., Any]
+) -> None:
+    """radacct in PostgreSQL (FreeRADIUS's schema) into a PostgreSQL store while a node runs:
+    the import writes through the change feed, so the node shows the session at once, and
+    its next Interim finds it."""
+    import asyncpg
+
+    from tests.freeradius import POSTGRESQL_SCHEMA
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(POSTGRESQL_SCHEMA.read_text())
+        await conn.execute(PG_ROWS.replace("$1", str(NOW)))
+    finally:
+        await conn.close()
+    store = {"backend": "postgresql", "dsn": pg_dsn, "node_name": "node-a"}
+    daemon: Daemon = await daemon_factory(store=store)
+    config = tmp_path / "pg.toml"
+    config.write_text(
+        f'[store]\nbackend = "postgresql"\ndsn = "{pg_dsn}"\n'
+        f'[[radius.clients]]\nname = "nas-local"\naddress = "127.0.0.1"\nsecret = "{SECRET}"\n'
+    )
+
+    async def cli_import() -> str:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "radtrack", "import", "radacct", "--from", pg_dsn),
+            *("--config", str(config), "--history"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err
+        return out.decode()
+
+    assert (await cli_import()).startswith("imported 2 sessions (1 online, 1 closed)\n")
+    assert "already present 2\n" in await cli_import()
+    deadline = time.monotonic() + 5
+    while not daemon.index.for_user(2001) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # the feed: NOTIFY, then the node reads the change
+    [imported] = daemon.index.for_user(2001)
+    assert (imported.start_time, imported.framed_ip) == (NOW - 900, "100.64.9.1")
+    later = packet(2001, "pg-a", "Interim-Update", Event_Timestamp=NOW, Acct_Session_Time=900)
+    code, out = await radclient(udp_port(daemon), later)
+    assert code == 0 and "Received Accounting-Response" in out, out
+    [updated] = daemon.index.for_user(2001)
+    assert updated.id == imported.id and updated.session_time == 900
+    assert daemon.index.for_user(2002) == []
