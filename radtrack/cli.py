@@ -7,6 +7,7 @@ radtrack token create --name N --scope admin|reseller [--reseller-id R]
 radtrack users import FILE.csv --config FILE    upsert users (user_id,username,reseller_id,...)
 radtrack sessions --config FILE [--user ID] [--nas NAME] [--json]   who is online (read-only)
 radtrack migrate --config FILE        create or migrate the database schema (SQLite or PostgreSQL)
+radtrack import radacct --from PATH|DSN --config FILE [--history]   FreeRADIUS sessions in
 """
 
 from __future__ import annotations
@@ -340,6 +341,43 @@ def _print_sessions(records: list[dict[str, Any]], as_json: bool) -> int:
     return 0
 
 
+def cmd_import_radacct(args: argparse.Namespace) -> int:
+    from radtrack import radacct
+    from radtrack.importer import Mapper, progress_stream
+    from radtrack.store.index import UserDirectory
+
+    settings = _settings(args.config)
+    names = [c.name for c in settings.radius.clients]
+    if args.client is not None and args.client not in names:
+        raise CommandFailed(f"--client {args.client!r} is not a [[radius.clients]] name {names}", 2)
+    users = settings.users
+    directory = UserDirectory(
+        numeric_user_names=users.numeric_user_names,
+        pattern=users.pattern,
+        pattern_attribute=users.pattern_attribute,
+    )
+    mapper = Mapper(settings.radius.clients, directory, args.client)
+    store = settings.store
+    try:
+        password = store_password(store) if store.backend == "postgresql" else None
+    except ConfigError as exc:
+        raise CommandFailed(f"bad config: {exc}", 2) from None
+    target = radacct.Target(store.backend, store.path, store.dsn, password)
+    try:
+        summary = radacct.run(
+            args.source,
+            target,
+            mapper,
+            history=args.history,
+            progress_to=progress_stream(args.progress),
+        )
+    except radacct.ERRORS as exc:
+        raise CommandFailed(f"import from {args.source} failed: {exc}", 1) from None
+    for line in summary.lines():
+        _out(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radtrack", description="RADIUS session tracker")
     parser.add_argument("--version", action="version", version=f"radtrack {__version__}")
@@ -383,6 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="create or migrate the database schema")
     migrate.add_argument("--config", required=True)
     migrate.set_defaults(func=cmd_migrate)
+
+    imp_ = sub.add_parser("import", help="import sessions from elsewhere")
+    imp_sub = imp_.add_subparsers(dest="import_command", required=True)
+    radacct = imp_sub.add_parser("radacct", help="sessions of a FreeRADIUS radacct table")
+    radacct.add_argument("--from", dest="source", required=True, help="SQLite file or DSN")
+    radacct.add_argument("--config", required=True)
+    radacct.add_argument("--history", action="store_true", help="closed sessions too")
+    radacct.add_argument("--client", help="the [[radius.clients]] name of every NAS's packets")
+    radacct.add_argument("--progress", action="store_true", help="progress bar even off a TTY")
+    radacct.set_defaults(func=cmd_import_radacct)
     return parser
 
 
