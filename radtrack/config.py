@@ -1,9 +1,9 @@
 """TOML configuration, parsed once into frozen settings.
 
 Each part defines the settings value it takes (the API's in radtrack.api.settings, the RADIUS
-side's in radtrack.radius.settings); this module reads the TOML, validates it and builds those
-values, plus the sections only the daemon reads (sessions, users, store, daemon). Only the shell
-(cli.py, daemon.py) imports it.
+side's in radtrack.radius.settings, which also reads its own [radius] table); this module reads
+the TOML, validates it and builds those values, plus the sections only the daemon reads
+(sessions, users, store, daemon). Only the shell (cli.py, daemon.py) imports it.
 
 Unknown keys and wrong types are errors that name the key path (``radius.clients[1].secret``) and
 say how to fix it. Library code raises ConfigError; only the CLI turns it into an exit status.
@@ -12,7 +12,6 @@ Every setting is documented in config.example.toml (tests/test_config.py checks 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
@@ -24,8 +23,8 @@ from typing import Any
 
 from radtrack.api.settings import SCOPES, ApiSettings, TokenSettings
 from radtrack.errors import ConfigError
-from radtrack.radius.settings import ClientSettings, RadiusSettings
-from radtrack.tomltable import Table, kind_of, parse_endpoint
+from radtrack.radius.settings import RESTART_ONLY, RadiusSettings, read_radius
+from radtrack.tomltable import Table, parse_endpoint
 
 WEAK_SECRET_LENGTH = 16
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -90,8 +89,10 @@ class Settings:
         """The settings that differ in ``new`` and that only a restart applies (SIGHUP
         applies NAS clients, secrets and tokens)."""
         fixed = {
-            "radius.listen": (self.radius.listen, new.radius.listen),
-            "radius.receive_buffer": (self.radius.receive_buffer, new.radius.receive_buffer),
+            **{
+                f"radius.{name}": (getattr(self.radius, name), getattr(new.radius, name))
+                for name in RESTART_ONLY
+            },
             "store": (self.store, new.store),
             "api.listen": (self.api.listen, new.api.listen),
             "api limits": (replace(self.api, tokens=()), replace(new.api, tokens=())),
@@ -105,7 +106,12 @@ class Settings:
         """Things that work but should not (weak secrets...), for check-config and start-up."""
         out = []
         for i, client in enumerate(self.radius.clients):
-            if len(client.secret) < WEAK_SECRET_LENGTH:
+            if client.radsec and not self.radius.radsec_listen:
+                out.append(
+                    f"radius.clients[{i}]: {client.name!r} is a RadSec client but "
+                    "radius.radsec_listen is empty: it cannot connect"
+                )
+            if len(client.secret) < WEAK_SECRET_LENGTH and not client.radsec:
                 out.append(
                     f"radius.clients[{i}].secret: the secret of {client.name!r} is shorter than "
                     f"{WEAK_SECRET_LENGTH} characters (hint: `radtrack secret` makes a strong one)"
@@ -113,67 +119,6 @@ class Settings:
         if not self.api.tokens and self.api.listen is not None:
             out.append("api.tokens: no token is configured, every API request will be refused")
         return out
-
-
-def _radius(t: Table) -> RadiusSettings:
-    listen_raw = t.get("listen", list, ["127.0.0.1:1813"])
-    listen = []
-    for i, item in enumerate(listen_raw):
-        if not isinstance(item, str):
-            raise ConfigError(f"{t.key('listen')}[{i}]", f"must be a string, not {kind_of(item)}")
-        listen.append(parse_endpoint(item, f"{t.key('listen')}[{i}]"))
-    if not listen:
-        raise ConfigError(t.key("listen"), "is empty", "give at least one address to listen on")
-    clients = []
-    names: set[str] = set()
-    for c in t.tables("clients"):
-        name = c.require("name", str, 'give each NAS a name, e.g. name = "vpn-gw-1"')
-        if name in names:
-            raise ConfigError(c.key("name"), f"{name!r} is used by two clients", "names are unique")
-        names.add(name)
-        address = c.require("address", str, 'an IP or a CIDR, e.g. "192.0.2.10" or "192.0.2.0/24"')
-        try:
-            network = ipaddress.ip_network(address, strict=False)
-        except ValueError:
-            raise ConfigError(
-                c.key("address"), f"{address!r} is not an IP address or CIDR", 'e.g. "192.0.2.0/24"'
-            ) from None
-        secret = c.require("secret", str, "`radtrack secret` prints a strong random one")
-        if not secret:
-            raise ConfigError(c.key("secret"), "is empty", "`radtrack secret` prints a strong one")
-        coa_address = c.get("coa_address", str, None)
-        if coa_address is not None:
-            try:
-                ipaddress.ip_address(coa_address)
-            except ValueError:
-                raise ConfigError(c.key("coa_address"), f"{coa_address!r} is not an IP") from None
-        coa_port = c.positive("coa_port", int, 3799)
-        clients.append(
-            ClientSettings(
-                name=name,
-                network=network,
-                secret=secret.encode(),
-                require_message_authenticator=c.get("require_message_authenticator", bool, False),
-                coa_address=coa_address,
-                coa_port=coa_port,
-            )
-        )
-        c.done()
-    dictionary = t.get("dictionary", str, None)
-    d = RadiusSettings()
-    settings = RadiusSettings(
-        listen=tuple(listen),
-        clients=tuple(clients),
-        receive_buffer=t.positive("receive_buffer", int, d.receive_buffer),
-        queue_size=t.positive("queue_size", int, d.queue_size),
-        dedup_ttl=float(t.positive("dedup_ttl", float, d.dedup_ttl)),
-        dedup_capacity=t.positive("dedup_capacity", int, d.dedup_capacity),
-        dictionary=Path(dictionary) if dictionary else None,
-        disconnect_timeout=float(t.positive("disconnect_timeout", float, d.disconnect_timeout)),
-        disconnect_attempts=t.positive("disconnect_attempts", int, d.disconnect_attempts),
-    )
-    t.done()
-    return settings
 
 
 def _sessions(t: Table) -> SessionSettings:
@@ -403,7 +348,7 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> Settings:
     root = Table(data, "")
     base = source.parent if source is not None else None
     settings = Settings(
-        radius=_radius(root.table("radius")),
+        radius=read_radius(root.table("radius"), base),
         sessions=_sessions(root.table("sessions")),
         users=_users(root.table("users")),
         store=_store(root.table("store"), base),
