@@ -27,7 +27,7 @@ from radtrack.fastpath import FastAccountant
 from radtrack.model import Session, User
 from radtrack.radius import dictionary as dictionary_mod
 from radtrack.radius.disconnect import DisconnectClient, DisconnectResult
-from radtrack.sdnotify import Notifier, watchdog_interval
+from radtrack.sdnotify import Notifier, status_loop
 from radtrack.service import AccountingService
 from radtrack.sessioncontrol import LimitSettings, SessionControl
 from radtrack.sockets import bind_all
@@ -200,7 +200,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._expire_loop(), name="radtrack-expire"))
         self._tasks.append(loop.create_task(self._maintain_loop(), name="radtrack-maintain"))
-        self._tasks.append(loop.create_task(self._notify_loop(), name="radtrack-notify"))
+        status = status_loop(self.notifier, self.status_line, self.acknowledged, self.store.stuck)
+        self._tasks.append(loop.create_task(status, name="radtrack-notify"))
         if settings.store.retention_days:
             self._tasks.append(loop.create_task(self._retention_loop(), name="radtrack-retention"))
         self.started = True
@@ -336,30 +337,14 @@ class Daemon:
         if task in self._tasks:
             self._tasks.remove(task)
 
+    def acknowledged(self) -> int:
+        return self.service.stats.acknowledged if self.service is not None else 0
+
     def status_line(self) -> str:
-        stats = self.service.stats if self.service is not None else None
         return (
-            f"STATUS=online={len(self.index)} acknowledged={stats.acknowledged if stats else 0}"
+            f"STATUS=online={len(self.index)} acknowledged={self.acknowledged()}"
             f" database={'ok' if self.store.healthy else 'failing'}"
         )
-
-    async def _notify_loop(self) -> None:
-        """STATUS= every few seconds; WATCHDOG=1 only while the loop runs (this task is
-        scheduled at all) and no commit hangs (the store makes progress)."""
-        watchdog = watchdog_interval()
-        period = min(watchdog, 5.0) if watchdog else 5.0
-        last_acked = 0
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(period)
-            now = time.monotonic()
-            acked = self.service.stats.acknowledged if self.service else 0
-            rate = (acked - last_acked) / max(now - last, 1e-6)
-            last_acked, last = acked, now
-            fields = [f"{self.status_line()} packets_per_second={rate:.0f}"]
-            if watchdog and not self.store.stuck(2 * watchdog):
-                fields.append("WATCHDOG=1")
-            self.notifier.notify(*fields)
 
     def request_stop(self) -> None:
         self._stop.set()
