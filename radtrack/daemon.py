@@ -27,6 +27,8 @@ from radtrack.fastpath import FastAccountant
 from radtrack.model import Session, User
 from radtrack.radius import dictionary as dictionary_mod
 from radtrack.radius.disconnect import DisconnectClient, DisconnectResult
+from radtrack.radius.tls import server_context
+from radtrack.radsec import RadsecIntake
 from radtrack.sdnotify import Notifier, status_loop
 from radtrack.service import AccountingService
 from radtrack.sessioncontrol import LimitSettings, SessionControl
@@ -97,6 +99,7 @@ class Daemon:
         )
         self.service: AccountingService | None = None
         self.listeners: list[UdpListener] = []
+        self.radsec: RadsecIntake | None = None
         self.http_server: EmbeddedServer | None = None
         self.app: GraphQLApp | None = None
         self.http_address: tuple[str, int] | None = None
@@ -168,28 +171,28 @@ class Daemon:
         settings = self.settings
         try:
             dictionary = dictionary_mod.load(settings.radius.dictionary)
+            tls = server_context(settings.radius)  # None without radius.radsec_listen
         except RadtrackError as exc:
             raise StartupError(str(exc)) from None
-        sockets, self._http_socket = bind_all(
-            settings.radius.listen, settings.radius.receive_buffer, settings.api.listen
-        )
+        bound = bind_all(settings.radius, settings.api.listen)
+        self._http_socket = bound.http
         try:
             await self._open_store()
         except BaseException:
-            for sock in sockets:
-                sock.close()
-            if self._http_socket is not None:
-                self._http_socket.close()
+            bound.close()
             raise
         self.service = AccountingService(settings.radius, dictionary, self.accountant, self.store)
         self.service.subscribers.append(self.control.enforce_limits)
         self.control.disconnector = DisconnectClient(
             dictionary, settings.radius.disconnect_timeout, settings.radius.disconnect_attempts
         )
-        for sock in sockets:
+        for sock in bound.udp:
             listener = UdpListener(sock, self.service.on_datagram)
             listener.start()
             self.listeners.append(listener)
+        if tls is not None:  # RadSec (radsec.py): the same service behind TLS
+            self.radsec = RadsecIntake(settings.radius, tls, self.service)
+            await self.radsec.start(bound.radsec)
         if self._http_socket is not None:
             await self._start_http(self._http_socket)
             assert self.app is not None
@@ -207,9 +210,10 @@ class Daemon:
         self.started = True
         self.notifier.notify("READY=1", self.status_line())
         logger.info(
-            "event=started udp=%s http=%s sessions_online=%d recovered=%d database=%s",
+            "event=started udp=%s http=%s radsec=%s sessions_online=%d recovered=%d database=%s",
             ",".join(f"{h}:{p}" for h, p in (lst.address for lst in self.listeners)),
             f"{self.http_address[0]}:{self.http_address[1]}" if self.http_address else "off",
+            ",".join(f"{h}:{p}" for h, p in self.radsec.addresses) if self.radsec else "off",
             len(self.index),
             self.recovered_sessions,
             self.store.describe(),
@@ -309,9 +313,7 @@ class Daemon:
         old = self.settings
         for key in old.needing_restart(new):
             logger.warning("event=reload_needs_restart key=%s (the running value is kept)", key)
-        radius = replace(
-            new.radius, listen=old.radius.listen, receive_buffer=old.radius.receive_buffer
-        )
+        radius = new.radius.keeping_restart_only(old.radius)
         # users written by `radtrack users import` are read off the loop, then applied
         task = asyncio.get_running_loop().create_task(self.user_sync.reload())
         self._tasks.append(task)
@@ -320,6 +322,8 @@ class Daemon:
         self.control.clients = radius.clients
         if self.service is not None:
             self.service.reconfigure(radius)
+        if self.radsec is not None:
+            self.radsec.reconfigure(radius)
         if self.app is not None:
             from radtrack.api.auth import TokenVerifier
 
@@ -364,14 +368,17 @@ class Daemon:
         deadline = time.monotonic() + timeout
         for listener in self.listeners:
             listener.pause()
+        if self.radsec is not None:
+            self.radsec.pause()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        try:
-            await asyncio.wait_for(self.store.flush(), max(0.1, deadline - time.monotonic()))
+        try:  # nothing to flush when start-up stopped before the store was open
+            if self.service is not None:
+                await asyncio.wait_for(self.store.flush(), max(0.1, deadline - time.monotonic()))
         except TimeoutError:
             logger.error("event=shutdown_flush_timeout queued=%d", self.store.queued)
         for listener in self.listeners:
@@ -384,6 +391,8 @@ class Daemon:
             self._http_socket.close()
         self.control.cancel()
         await self.store.close(max(0.1, deadline - time.monotonic()))
+        if self.radsec is not None:  # after the last commit's replies: they go out first
+            await self.radsec.close(max(0.1, deadline - time.monotonic()))
         stats = self.service.stats if self.service is not None else None
         logger.info(
             "event=stopped accepted=%d acknowledged=%d unanswered=%d",

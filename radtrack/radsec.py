@@ -1,0 +1,446 @@
+"""RadSec intake (RFC 6614): RADIUS accounting over TLS, into the same packet path as UDP.
+
+A connection is matched to a RadSec client by its source address before the handshake (an
+unknown source is closed at once, without TLS) and by its certificate after it (radius/tls.py).
+Its bytes are cut into packets by their Length field (RFC 6613 §2.1: the stream has no other
+framing), each handed to ``AccountingService.on_packet``: the same decoding, authenticator
+checks (the secret is "radsec", RFC 6614 §2.3), dedup and durability as a UDP datagram. The
+intake is the packets' reply ``Sender``: the commit thread hands it a commit's replies after the
+COMMIT (``send_many``), and the event loop writes them to their TLS streams.
+
+A reply's address is (peer host, connection number): the number stands where a UDP peer's port
+does, in the dedup key (RFC 6613 §2.6.5: Identifiers are per connection) and in the acks, and is
+never reused, so a reply never reaches a later connection from the same port.
+
+Everything is bounded and counted (``RadsecStats``, radtrack_radsec_* metrics): connections
+(radsec_max_connections), the handshake and a half-sent packet (radsec_read_timeout), idle
+connections (radsec_idle_timeout), replies a client does not read (its reading pauses). A bad
+Length field, a malformed packet or a failed authenticator closes the connection (RFC 6613
+§2.6.4: the stream cannot be trusted any more); the packet is dropped and counted as over UDP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+from collections import Counter
+from collections.abc import Sequence
+
+from radtrack.logs import RateLimiter
+from radtrack.radius.codec import MAX_PACKET_SIZE
+from radtrack.radius.settings import ClientSettings, RadiusSettings
+from radtrack.radius.tls import RadsecClients, certificate_names
+from radtrack.service import AccountingService
+from radtrack.transport import Address
+
+logger = logging.getLogger(__name__)
+
+# connection numbers start above every port number: a RadSec reply address is never a UDP one
+FIRST_CONNECTION = 1 << 16
+# why a connection was refused before it carried a packet (radtrack_radsec_refused_total)
+REFUSALS = (
+    "too_many",
+    "unknown_client",
+    "handshake_failed",
+    "handshake_timeout",
+    "certificate_mismatch",
+)
+# why an established connection closed (radtrack_radsec_closed_total)
+CLOSES = (
+    "peer",
+    "idle",
+    "stalled",
+    "bad_length",
+    "malformed",
+    "bad_authenticator",
+    "client_removed",
+    "shutdown",
+)
+# the drops after which RFC 6613 §2.6.4 closes the connection
+_CLOSING_DROPS = frozenset({"malformed", "bad_authenticator"})
+SHUTDOWN_SECONDS = 2.0  # for a peer's TLS close_notify
+
+
+class RadsecStats:
+    """Counters for metrics and tests."""
+
+    def __init__(self) -> None:
+        self.accepted = 0  # handshakes completed by a known client
+        self.received = 0  # packets read (all of them also in service.Stats.received)
+        self.send_errors = 0  # replies whose connection had gone (the client sends again)
+        self.refused: Counter[str] = Counter()
+        self.closed: Counter[str] = Counter()
+
+
+class RadsecConnection(asyncio.Protocol):
+    """One TCP connection: the plain one until ``RadsecIntake._upgrade`` has TLS on it, then
+    the TLS stream's protocol (``start_tls`` hands it over)."""
+
+    def __init__(self, intake: RadsecIntake) -> None:
+        self.intake = intake
+        self.number = 0
+        self.host = ""
+        self.address: Address = ("", 0)  # its replies' address: (host, number)
+        self.transport: asyncio.Transport | None = None  # the TLS one, once established
+        self.client: ClientSettings | None = None  # known once established
+        self.names: list[str] = []  # its certificate's (radius/tls.py certificate_names)
+        self.pending = b""  # the start of a packet not complete yet
+        self.partial_since: float | None = None  # when that packet's first octet came
+        self.last_activity = 0.0
+        self.closing: str | None = None  # why it is being closed
+        self.throttled = False  # its replies are not read: its requests are not either
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.intake._accept(self, transport)  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.intake._lost(self)
+
+    def established(self, transport: asyncio.Transport, client: ClientSettings) -> None:
+        self.transport = transport
+        self.client = client
+        self.last_activity = self.intake.now()
+        self.update_reading()
+        if self.pending:  # what came before the client was known
+            early, self.pending = self.pending, b""
+            self.data_received(early)
+
+    def data_received(self, data: bytes) -> None:
+        if self.pending:
+            data = self.pending + data
+            self.pending = b""
+        client = self.client
+        if client is None or self.closing is not None:
+            # TLS may deliver what came with the handshake's end before _upgrade resumes (one
+            # read at most); kept for established()
+            if self.closing is None:
+                self.pending = data
+            return
+        intake = self.intake
+        now = intake.now()
+        self.last_activity = now
+        size = len(data)
+        pos = 0
+        while size - pos >= 4:
+            length = data[pos + 2] << 8 | data[pos + 3]  # RFC 2865 §3: 20..4096 octets
+            if length < 20 or length > MAX_PACKET_SIZE:
+                reason = "malformed" if length < 20 else "oversized"
+                intake.service.refuse(reason, self.host, f"Length field {length} over RadSec")
+                self.close("bad_length")
+                return
+            end = pos + length
+            if end > size:
+                break
+            intake.stats.received += 1
+            dropped = intake.service.on_packet(intake, data[pos:end], self.address, client)
+            pos = end
+            if dropped is not None and dropped in _CLOSING_DROPS:
+                self.close(dropped)
+                return
+            if self.closing is not None:
+                return
+        if pos < size:
+            self.pending = data[pos:]
+            if pos or self.partial_since is None:  # a new packet began in this read
+                self.partial_since = now
+        else:
+            self.partial_since = None
+
+    def write(self, data: bytes) -> bool:
+        if self.transport is None or self.closing is not None:
+            return False
+        self.transport.write(data)
+        self.last_activity = self.intake.now()
+        return True
+
+    def pause_writing(self) -> None:
+        self.throttled = True
+        self.update_reading()
+
+    def resume_writing(self) -> None:
+        self.throttled = False
+        self.update_reading()
+
+    def update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or self.closing is not None:
+            return
+        if self.throttled or not self.intake.reading:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+    def close(self, reason: str) -> None:
+        """Close it (counted now, as one of CLOSES): what was written still goes, then TLS's
+        close_notify."""
+        if self.closing is None:
+            self.closing = reason
+            if self.client is not None:
+                self.intake._closed(self, reason)
+            if self.transport is not None:
+                self.transport.close()
+
+
+class RadsecIntake:
+    """The RadSec listeners, their connections, and the Sender of their replies."""
+
+    def __init__(
+        self, settings: RadiusSettings, context: ssl.SSLContext, service: AccountingService
+    ) -> None:
+        self.settings = settings
+        self.context = context
+        self.service = service
+        self.clients = RadsecClients(settings.clients)
+        self.stats = RadsecStats()
+        self.connections: dict[int, RadsecConnection] = {}
+        self.reading = True
+        self._servers: list[asyncio.Server] = []
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._next_number = FIRST_CONNECTION
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: list[tuple[bytes, Address]] = []
+        self._outbox_lock = threading.Lock()
+        self._flush_scheduled = False
+        self._none_left: asyncio.Event | None = None
+        self._warn = RateLimiter()
+
+    async def start(self, sockets: Sequence[socket.socket]) -> None:
+        """Accept on the bound, listening sockets (sockets.bind_all)."""
+        loop = self._loop = asyncio.get_running_loop()
+        for sock in sockets:
+            self._servers.append(
+                await loop.create_server(lambda: RadsecConnection(self), sock=sock)
+            )
+        self._sweeper = loop.create_task(self._sweep(), name="radtrack-radsec-sweep")
+
+    @property
+    def addresses(self) -> list[Address]:
+        return [sock.getsockname()[:2] for server in self._servers for sock in server.sockets or ()]
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def reconfigure(self, settings: RadiusSettings) -> None:
+        """New clients (SIGHUP): each connection is matched again; one that no client takes
+        any more is closed, the others go on with their client's new settings."""
+        self.clients = RadsecClients(settings.clients)
+        for conn in list(self.connections.values()):
+            if conn.client is None:
+                continue  # in its handshake: matched when it completes
+            client = self.clients.choose(conn.host, conn.names)
+            if client is None:
+                conn.close("client_removed")
+            else:
+                conn.client = client
+
+    # -- connections ------------------------------------------------------------------------
+    def _refuse(self, reason: str, peer: str, detail: str = "") -> None:
+        self.stats.refused[reason] += 1
+        allowed, suppressed = self._warn.allow(f"{reason}/{peer}")
+        if allowed:
+            logger.warning(
+                "event=radsec_refused reason=%s peer=%s%s%s",
+                reason,
+                peer,
+                f' detail="{detail}"' if detail else "",
+                f" suppressed={suppressed}" if suppressed else "",
+            )
+
+    def _accept(self, conn: RadsecConnection, transport: asyncio.Transport) -> None:
+        """A TCP connection: refused at once when there are too many or its source is no
+        RadSec client's, else its TLS handshake begins."""
+        host = str(transport.get_extra_info("peername")[0])
+        conn.host = host
+        if len(self.connections) >= self.settings.radsec_max_connections:
+            conn.closing = "refused"
+            transport.close()
+            self._refuse("too_many", host, f"{len(self.connections)} open")
+            return
+        if not self.clients.candidates(host):
+            conn.closing = "refused"
+            transport.close()
+            self._refuse("unknown_client", host)
+            return
+        conn.number = self._next_number
+        self._next_number += 1
+        conn.address = (host, conn.number)
+        self.connections[conn.number] = conn
+        transport.pause_reading()  # the handshake reads first (start_tls)
+        assert self._loop is not None
+        task = self._loop.create_task(self._upgrade(conn, transport))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _upgrade(self, conn: RadsecConnection, transport: asyncio.Transport) -> None:
+        assert self._loop is not None
+        timeout = self.settings.radsec_read_timeout
+        refusal: tuple[str, str] | None = None
+        tls: asyncio.Transport | None = None
+        try:
+            tls = await asyncio.wait_for(
+                self._loop.start_tls(
+                    transport,
+                    conn,
+                    self.context,
+                    server_side=True,
+                    ssl_handshake_timeout=timeout + 1.0,  # ours (wait_for) comes first
+                    ssl_shutdown_timeout=SHUTDOWN_SECONDS,
+                ),
+                timeout,
+            )
+        except TimeoutError:
+            refusal = ("handshake_timeout", f"{timeout:g} s")
+        except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError
+            refusal = ("handshake_failed", getattr(exc, "reason", None) or f"{exc!r}")
+        finally:
+            if tls is None:  # failed, or cancelled (shutdown): start_tls closed the transport,
+                # and a connection lost in its handshake never gets to connection_lost
+                self._lost(conn)
+        if tls is None:
+            if refusal is not None:
+                self._refuse(refusal[0], conn.host, str(refusal[1]))
+            return
+        names = certificate_names(tls.get_extra_info("peercert"))
+        client = self.clients.choose(conn.host, names)
+        if client is None:
+            conn.closing = "refused"
+            tls.close()
+            self._refuse("certificate_mismatch", conn.host, ",".join(names))
+            return
+        conn.names = names
+        self.stats.accepted += 1
+        logger.info(
+            "event=radsec_connected peer=%s port=%s client=%s certificate=%s",
+            conn.host,
+            transport.get_extra_info("peername")[1],
+            client.name,
+            names[0] if names else "",
+        )
+        conn.established(tls, client)
+
+    def _lost(self, conn: RadsecConnection) -> None:
+        if self.connections.get(conn.number) is conn:
+            del self.connections[conn.number]
+        if conn.client is not None and conn.closing is None:  # the client closed it
+            conn.closing = "peer"
+            self._closed(conn, "peer")
+        if not self.connections and self._none_left is not None:
+            self._none_left.set()
+
+    def _closed(self, conn: RadsecConnection, reason: str) -> None:
+        assert conn.client is not None
+        self.stats.closed[reason] += 1
+        if reason in ("peer", "idle", "shutdown"):
+            logger.info(
+                "event=radsec_closed peer=%s client=%s reason=%s",
+                conn.host,
+                conn.client.name,
+                reason,
+            )
+            return
+        allowed, suppressed = self._warn.allow(f"closed/{reason}/{conn.host}")
+        if allowed:  # the client misbehaved: rate-limited like the packets it sends
+            logger.warning(
+                "event=radsec_closed peer=%s client=%s reason=%s%s",
+                conn.host,
+                conn.client.name,
+                reason,
+                f" suppressed={suppressed}" if suppressed else "",
+            )
+
+    async def _sweep(self) -> None:
+        """Close the connections that stall halfway through a packet, or sit idle."""
+        settings = self.settings
+        read, idle = settings.radsec_read_timeout, settings.radsec_idle_timeout
+        tick = min(1.0, read / 4, idle / 4 if idle else 1.0)
+        while True:
+            await asyncio.sleep(tick)
+            now = self.now()
+            for conn in list(self.connections.values()):
+                if conn.client is None or conn.closing is not None:
+                    continue
+                if conn.partial_since is not None and now - conn.partial_since > read:
+                    conn.close("stalled")
+                elif idle and now - conn.last_activity > idle:
+                    conn.close("idle")
+
+    # -- Sender of the replies (service.Sender) ---------------------------------------------
+    def send(self, data: bytes, addr: Address) -> None:
+        """On the event loop: a reply to the connection ``addr`` names."""
+        conn = self.connections.get(addr[1])
+        if conn is None or not conn.write(data):
+            self.stats.send_errors += 1
+
+    def send_many(self, replies: Sequence[tuple[bytes, Address]]) -> None:
+        """From the commit thread, after the COMMIT: the event loop writes them."""
+        with self._outbox_lock:
+            self._outbox += replies
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._flush_outbox)
+        except RuntimeError:  # the loop is closed: nobody is connected any more
+            with self._outbox_lock:
+                self.stats.send_errors += len(self._outbox)
+                self._outbox.clear()
+                self._flush_scheduled = False
+
+    def _flush_outbox(self) -> None:
+        """On the event loop: the replies the commit thread handed over, one write for each
+        connection's (one TLS record where they fit)."""
+        with self._outbox_lock:
+            replies, self._outbox = self._outbox, []
+            self._flush_scheduled = False
+        by_connection: dict[int, list[bytes]] = {}
+        for data, addr in replies:
+            by_connection.setdefault(addr[1], []).append(data)
+        for number, datas in by_connection.items():
+            conn = self.connections.get(number)
+            if conn is None or not conn.write(b"".join(datas)):
+                self.stats.send_errors += len(datas)
+
+    # -- shutdown ---------------------------------------------------------------------------
+    def pause(self) -> None:
+        """Intake stops (shutdown): no new connection, no more reading; replies still go."""
+        self.reading = False
+        for server in self._servers:
+            server.close()
+        for conn in self.connections.values():
+            conn.update_reading()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+
+    async def close(self, timeout: float) -> None:
+        """After the store's last commit: write what is left, close every connection (TLS
+        close_notify), waiting up to ``timeout`` seconds before cutting them off."""
+        self.pause()
+        for task in list(self._handshakes):
+            task.cancel()
+        for task in list(self._handshakes):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._sweeper is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        self._flush_outbox()
+        self._none_left = asyncio.Event()
+        for conn in list(self.connections.values()):
+            conn.close("shutdown")
+        if self.connections:
+            try:
+                await asyncio.wait_for(self._none_left.wait(), timeout)
+            except TimeoutError:
+                for conn in list(self.connections.values()):
+                    if conn.transport is not None:
+                        conn.transport.abort()
+        for server in self._servers:
+            await server.wait_closed()
