@@ -77,15 +77,17 @@ class RadsecStats:
 
 
 class RadsecConnection(asyncio.Protocol):
-    """One TCP connection: the plain one until ``RadsecIntake._upgrade`` has TLS on it, then
-    the TLS stream's protocol (``start_tls`` hands it over)."""
+    """One accepted TCP connection: the TLS stream's protocol once its handshake is done
+    (``connection_made``), matched to a client by its certificate then."""
 
-    def __init__(self, intake: RadsecIntake) -> None:
+    def __init__(self, intake: RadsecIntake, raw: socket.socket, host: str, number: int) -> None:
         self.intake = intake
-        self.number = 0
-        self.host = ""
-        self.address: Address = ("", 0)  # its replies' address: (host, number)
-        self.transport: asyncio.Transport | None = None  # the TLS one, once established
+        self.raw: socket.socket | None = raw  # until TLS has it
+        self.handshaking = False  # its handshake began (the socket is TLS's to close)
+        self.host = host
+        self.number = number
+        self.address: Address = (host, number)  # its replies' address
+        self.transport: asyncio.Transport | None = None  # the TLS stream
         self.client: ClientSettings | None = None  # known once established
         self.names: list[str] = []  # its certificate's (radius/tls.py certificate_names)
         self.pending = b""  # the start of a packet not complete yet
@@ -95,31 +97,19 @@ class RadsecConnection(asyncio.Protocol):
         self.throttled = False  # its replies are not read: its requests are not either
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.intake._accept(self, transport)  # type: ignore[arg-type]
+        self.raw = None
+        self.intake._established(self, transport)  # type: ignore[arg-type]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.intake._lost(self)
 
-    def established(self, transport: asyncio.Transport, client: ClientSettings) -> None:
-        self.transport = transport
-        self.client = client
-        self.last_activity = self.intake.now()
-        self.update_reading()
-        if self.pending:  # what came before the client was known
-            early, self.pending = self.pending, b""
-            self.data_received(early)
-
     def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is None or self.closing is not None:
+            return  # refused (its certificate), or being closed: nothing more is read
         if self.pending:
             data = self.pending + data
             self.pending = b""
-        client = self.client
-        if client is None or self.closing is not None:
-            # TLS may deliver what came with the handshake's end before _upgrade resumes (one
-            # read at most); kept for established()
-            if self.closing is None:
-                self.pending = data
-            return
         intake = self.intake
         now = intake.now()
         self.last_activity = now
@@ -198,7 +188,8 @@ class RadsecIntake:
         self.stats = RadsecStats()
         self.connections: dict[int, RadsecConnection] = {}
         self.reading = True
-        self._servers: list[asyncio.Server] = []
+        self._listening: list[socket.socket] = []
+        self._accepting = False
         self._handshakes: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._next_number = FIRST_CONNECTION
@@ -210,17 +201,17 @@ class RadsecIntake:
         self._warn = RateLimiter()
 
     async def start(self, sockets: Sequence[socket.socket]) -> None:
-        """Accept on the bound, listening sockets (sockets.bind_all)."""
+        """Accept on the bound, listening, non-blocking sockets (sockets.bind_all)."""
         loop = self._loop = asyncio.get_running_loop()
-        for sock in sockets:
-            self._servers.append(
-                await loop.create_server(lambda: RadsecConnection(self), sock=sock)
-            )
+        self._listening = list(sockets)
+        for sock in self._listening:
+            loop.add_reader(sock.fileno(), self._acceptable, sock)
+        self._accepting = True
         self._sweeper = loop.create_task(self._sweep(), name="radtrack-radsec-sweep")
 
     @property
     def addresses(self) -> list[Address]:
-        return [sock.getsockname()[:2] for server in self._servers for sock in server.sockets or ()]
+        return [sock.getsockname()[:2] for sock in self._listening]
 
     def now(self) -> float:
         assert self._loop is not None
@@ -252,68 +243,73 @@ class RadsecIntake:
                 f" suppressed={suppressed}" if suppressed else "",
             )
 
-    def _accept(self, conn: RadsecConnection, transport: asyncio.Transport) -> None:
+    def _acceptable(self, listening: socket.socket) -> None:
+        for _ in range(64):  # a bounded batch per wake-up, like UDP's
+            try:
+                raw, peer = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. EMFILE: the backlog keeps them until the next try
+                logger.warning("event=radsec_accept_failed error=%r", str(exc))
+                return
+            self._accept(raw, str(peer[0]))
+
+    def _accept(self, raw: socket.socket, host: str) -> None:
         """A TCP connection: refused at once when there are too many or its source is no
         RadSec client's, else its TLS handshake begins."""
-        host = str(transport.get_extra_info("peername")[0])
-        conn.host = host
         if len(self.connections) >= self.settings.radsec_max_connections:
-            conn.closing = "refused"
-            transport.close()
+            raw.close()
             self._refuse("too_many", host, f"{len(self.connections)} open")
             return
         if not self.clients.candidates(host):
-            conn.closing = "refused"
-            transport.close()
+            raw.close()
             self._refuse("unknown_client", host)
             return
-        conn.number = self._next_number
+        raw.setblocking(False)
+        conn = RadsecConnection(self, raw, host, self._next_number)
         self._next_number += 1
-        conn.address = (host, conn.number)
         self.connections[conn.number] = conn
-        transport.pause_reading()  # the handshake reads first (start_tls)
         assert self._loop is not None
-        task = self._loop.create_task(self._upgrade(conn, transport))
+        task = self._loop.create_task(self._handshake(conn, raw))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
-    async def _upgrade(self, conn: RadsecConnection, transport: asyncio.Transport) -> None:
+    async def _handshake(self, conn: RadsecConnection, raw: socket.socket) -> None:
+        """TLS on the accepted socket; a handshake that fails, or takes longer than
+        radsec_read_timeout, is refused and counted (connection_made: one that completes)."""
         assert self._loop is not None
+        conn.handshaking = True
         timeout = self.settings.radsec_read_timeout
-        refusal: tuple[str, str] | None = None
-        tls: asyncio.Transport | None = None
+        started = self._loop.time()
         try:
-            tls = await asyncio.wait_for(
-                self._loop.start_tls(
-                    transport,
-                    conn,
-                    self.context,
-                    server_side=True,
-                    ssl_handshake_timeout=timeout + 1.0,  # ours (wait_for) comes first
-                    ssl_shutdown_timeout=SHUTDOWN_SECONDS,
-                ),
-                timeout,
+            await self._loop.connect_accepted_socket(
+                lambda: conn,
+                raw,
+                ssl=self.context,
+                ssl_handshake_timeout=timeout,
+                ssl_shutdown_timeout=SHUTDOWN_SECONDS,
             )
-        except TimeoutError:
-            refusal = ("handshake_timeout", f"{timeout:g} s")
-        except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError
-            refusal = ("handshake_failed", getattr(exc, "reason", None) or f"{exc!r}")
-        finally:
-            if tls is None:  # failed, or cancelled (shutdown): start_tls closed the transport,
-                # and a connection lost in its handshake never gets to connection_lost
-                self._lost(conn)
-        if tls is None:
-            if refusal is not None:
-                self._refuse(refusal[0], conn.host, str(refusal[1]))
-            return
-        names = certificate_names(tls.get_extra_info("peercert"))
+        except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError; the socket is closed
+            self._lost(conn)
+            if self._loop.time() - started >= timeout:
+                self._refuse("handshake_timeout", conn.host, f"{timeout:g} s")
+            else:
+                detail = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+                self._refuse("handshake_failed", conn.host, str(detail))
+
+    def _established(self, conn: RadsecConnection, transport: asyncio.Transport) -> None:
+        """The handshake is done: the certificate names the client, or the connection is
+        refused."""
+        names = certificate_names(transport.get_extra_info("peercert"))
         client = self.clients.choose(conn.host, names)
+        conn.transport = transport
         if client is None:
             conn.closing = "refused"
-            tls.close()
+            transport.close()
             self._refuse("certificate_mismatch", conn.host, ",".join(names))
             return
-        conn.names = names
+        conn.client, conn.names = client, names
+        conn.last_activity = self.now()
         self.stats.accepted += 1
         logger.info(
             "event=radsec_connected peer=%s port=%s client=%s certificate=%s",
@@ -322,7 +318,7 @@ class RadsecIntake:
             client.name,
             names[0] if names else "",
         )
-        conn.established(tls, client)
+        conn.update_reading()
 
     def _lost(self, conn: RadsecConnection) -> None:
         if self.connections.get(conn.number) is conn:
@@ -411,8 +407,10 @@ class RadsecIntake:
     def pause(self) -> None:
         """Intake stops (shutdown): no new connection, no more reading; replies still go."""
         self.reading = False
-        for server in self._servers:
-            server.close()
+        if self._accepting and self._loop is not None:
+            for sock in self._listening:
+                self._loop.remove_reader(sock.fileno())
+            self._accepting = False
         for conn in self.connections.values():
             conn.update_reading()
         if self._sweeper is not None:
@@ -427,6 +425,11 @@ class RadsecIntake:
         for task in list(self._handshakes):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for conn in list(self.connections.values()):
+            if conn.transport is None:  # its handshake was cut short
+                if not conn.handshaking and conn.raw is not None:
+                    conn.raw.close()  # its task never ran; else TLS closed the socket
+                self._lost(conn)
         if self._sweeper is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
@@ -442,5 +445,5 @@ class RadsecIntake:
                 for conn in list(self.connections.values()):
                     if conn.transport is not None:
                         conn.transport.abort()
-        for server in self._servers:
-            await server.wait_closed()
+        for sock in self._listening:
+            sock.close()

@@ -591,3 +591,22 @@ def test_bound_sockets_close_on_a_failed_bind(pki: Pki, tmp_path: Path) -> None:
         settings = make_settings(tmp_path, radius=radius)
         with pytest.raises(StartupError):
             bind_all(settings.radius, settings.api.listen)  # the UDP socket bound first closes
+
+
+def test_check_config_loads_the_radsec_certificates(pki: Pki, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def check(key: Path) -> subprocess.CompletedProcess[str]:
+        config = tmp_path / "radtrack.toml"
+        config.write_text(
+            f'[radius]\nradsec_listen = ["127.0.0.1:2083"]\n'
+            f'radsec_certificate = "{pki.server.certificate}"\nradsec_key = "{key}"\n'
+            f'radsec_ca = "{pki.ca}"\n[api]\nlisten = ""\n'
+        )
+        command = [sys.executable, "-m", "radtrack", "check-config", "--config", str(config)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    assert check(pki.server.key).returncode == 0
+    bad = check(pki.encrypted_key)
+    assert bad.returncode == 2 and "radius.radsec_key" in bad.stderr, bad.stderr
