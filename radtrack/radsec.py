@@ -105,8 +105,8 @@ class RadsecConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         client = self.client
-        if client is None or self.closing is not None:
-            return  # refused (its certificate), or being closed: nothing more is read
+        if client is None or self.closing is not None or not self.intake.reading:
+            return  # refused (its certificate), being closed, or shutdown: nothing is read
         if self.pending:
             data = self.pending + data
             self.pending = b""
