@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from radtrack.store import journal
 from tests.conftest import ADMIN_TOKEN, SECRET, radclient
-from tests.test_ingest import rows
+from tests.test_ingest import locked, rows
 from tests.test_operations import Child
 from tests.tlscerts import Pair, Pki, make_pki
 
@@ -39,7 +40,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def radtrack_config(folder: Path, pki: Pki) -> Path:
+def radtrack_config(folder: Path, pki: Pki, store: str = "") -> Path:
     digest = hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()
     path = folder / "radtrack.toml"
     path.write_text(
@@ -59,6 +60,7 @@ certificate_name = "nas1.example.net"
 
 [store]
 path = "{folder / "radtrack.db"}"
+{store}
 
 [api]
 listen = "127.0.0.1:0"
@@ -128,7 +130,7 @@ realm * {{
 
 @pytest.fixture
 def radtrack(tmp_path: Path, pki: Pki) -> Iterator[Child]:
-    child = Child(radtrack_config(tmp_path, pki))
+    child = Child(radtrack_config(tmp_path, pki, "busy_timeout = 0.1"))
     try:
         yield child
     finally:
@@ -194,5 +196,36 @@ def test_radsecproxy_with_a_certificate_of_another_ca_gets_nothing(
             r'radtrack_radsec_refused_total\{reason="handshake_failed"\} (\d+)', metrics(radtrack)
         )
         assert refused and int(refused.group(1)) >= 1
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.slow
+def test_a_write_that_fails_is_answered_when_the_nas_sends_it_again(
+    tmp_path: Path, pki: Pki, radtrack: Child
+) -> None:
+    """DESIGN.md invariant 1 end to end: while the journal is locked nothing is answered;
+    radsecproxy gives up on radtrack's answer (~10 s), takes the NAS's next retransmission as
+    new and sends it again over TLS, and that one is stored and answered."""
+    proxy = Radsecproxy(tmp_path, pki, pki.nas, radsec_port(radtrack))
+    db = tmp_path / "radtrack.db"
+
+    async def scenario() -> tuple[int, str]:
+        text = f"{ACCOUNTING}Acct-Status-Type = Start\n"
+        with locked(journal.journal_path(db)):
+            sending = asyncio.ensure_future(
+                radclient(proxy.port, text, extra=("-r", "8", "-t", "3"))
+            )
+            await asyncio.sleep(4)
+            assert not sending.done()  # no answer while the write cannot be durable
+        return await sending
+
+    try:
+        code, out = asyncio.run(scenario())
+        assert code == 0 and "Received Accounting-Response" in out, (out, proxy.stop())
+        assert [r["session_id"] for r in rows(db)] == ["rsp-1"]
+        assert re.search(
+            r'radtrack_packets_dropped_total\{reason="store_failed"\} [1-9]', metrics(radtrack)
+        )
     finally:
         proxy.stop()
