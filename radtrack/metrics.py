@@ -95,7 +95,7 @@ class DaemonCollector:
             "radtrack_replies_send_failed",
             "Accounting-Responses the socket refused (the NAS retransmits; the cache answers).",
             value=sum(lst.send_errors for lst in daemon.listeners)
-            + (daemon.radsec.stats.send_errors if daemon.radsec is not None else 0),
+            + (daemon.radsec.replies.send_errors if daemon.radsec is not None else 0),
         )
         yield _histogram(
             "radtrack_ack_latency_seconds",

@@ -5,8 +5,8 @@ unknown source is closed at once, without TLS) and by its certificate after it (
 Its bytes are cut into packets by their Length field (RFC 6613 §2.1: the stream has no other
 framing), each handed to ``AccountingService.on_packet``: the same decoding, authenticator
 checks (the secret is "radsec", RFC 6614 §2.3), dedup and durability as a UDP datagram. The
-intake is the packets' reply ``Sender``: the commit thread hands it a commit's replies after the
-COMMIT (``send_many``), and the event loop writes them to their TLS streams.
+intake's ``replies`` (replies.LoopReplies) are the packets' ``Sender``: the commit thread hands
+them a commit's replies after the COMMIT, and the event loop writes them to their TLS streams.
 
 A reply's address is (peer host, connection number): the number stands where a UDP peer's port
 does, in the dedup key (RFC 6613 §2.6.5: Identifiers are per connection) and in the acks, and is
@@ -26,7 +26,7 @@ import contextlib
 import logging
 import socket
 import ssl
-import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 
@@ -34,6 +34,7 @@ from radtrack.logs import RateLimiter
 from radtrack.radius.codec import MAX_PACKET_SIZE
 from radtrack.radius.settings import ClientSettings, RadiusSettings
 from radtrack.radius.tls import RadsecClients, certificate_names
+from radtrack.replies import LoopReplies
 from radtrack.service import AccountingService
 from radtrack.transport import Address
 
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 FIRST_CONNECTION = 1 << 16
 # why a connection was refused before it carried a packet (radtrack_radsec_refused_total)
 REFUSALS = (
+    "accept_failed",  # accept(2) failed (e.g. out of file descriptors): the backlog waits
     "too_many",
     "unknown_client",
     "handshake_failed",
@@ -71,7 +73,6 @@ class RadsecStats:
     def __init__(self) -> None:
         self.accepted = 0  # handshakes completed by a known client
         self.received = 0  # packets read (all of them also in service.Stats.received)
-        self.send_errors = 0  # replies whose connection had gone (the client sends again)
         self.refused: Counter[str] = Counter()
         self.closed: Counter[str] = Counter()
 
@@ -126,7 +127,7 @@ class RadsecConnection(asyncio.Protocol):
             if end > size:
                 break
             intake.stats.received += 1
-            dropped = intake.service.on_packet(intake, data[pos:end], self.address, client)
+            dropped = intake.service.on_packet(intake.replies, data[pos:end], self.address, client)
             pos = end
             if dropped is not None and dropped in _CLOSING_DROPS:
                 self.close(dropped)
@@ -176,7 +177,7 @@ class RadsecConnection(asyncio.Protocol):
 
 
 class RadsecIntake:
-    """The RadSec listeners, their connections, and the Sender of their replies."""
+    """The RadSec listeners, their connections, and the Sender of their replies (``replies``)."""
 
     def __init__(
         self, settings: RadiusSettings, context: ssl.SSLContext, service: AccountingService
@@ -194,15 +195,13 @@ class RadsecIntake:
         self._sweeper: asyncio.Task[None] | None = None
         self._next_number = FIRST_CONNECTION
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._outbox: list[tuple[bytes, Address]] = []
-        self._outbox_lock = threading.Lock()
-        self._flush_scheduled = False
+        self.replies = LoopReplies(self.connections)  # the Sender of every connection's
         self._none_left: asyncio.Event | None = None
         self._warn = RateLimiter()
 
     async def start(self, sockets: Sequence[socket.socket]) -> None:
         """Accept on the bound, listening, non-blocking sockets (sockets.bind_all)."""
-        loop = self._loop = asyncio.get_running_loop()
+        loop = self._loop = self.replies.loop = asyncio.get_running_loop()
         self._listening = list(sockets)
         for sock in self._listening:
             loop.add_reader(sock.fileno(), self._acceptable, sock)
@@ -249,10 +248,17 @@ class RadsecIntake:
                 raw, peer = listening.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. EMFILE: the backlog keeps them until the next try
-                logger.warning("event=radsec_accept_failed error=%r", str(exc))
+            except OSError as exc:  # e.g. EMFILE: the backlog keeps them; try again in 1 s
+                self._refuse("accept_failed", "-", str(exc))
+                assert self._loop is not None
+                self._loop.remove_reader(listening.fileno())
+                self._loop.call_later(1.0, self._accept_again, listening)
                 return
             self._accept(raw, str(peer[0]))
+
+    def _accept_again(self, listening: socket.socket) -> None:
+        if self._accepting and self._loop is not None and listening.fileno() != -1:
+            self._loop.add_reader(listening.fileno(), self._acceptable, listening)
 
     def _accept(self, raw: socket.socket, host: str) -> None:
         """A TCP connection: refused at once when there are too many or its source is no
@@ -280,7 +286,7 @@ class RadsecIntake:
         assert self._loop is not None
         conn.handshaking = True
         timeout = self.settings.radsec_read_timeout
-        started = self._loop.time()
+        started = time.monotonic()
         try:
             await self._loop.connect_accepted_socket(
                 lambda: conn,
@@ -289,9 +295,13 @@ class RadsecIntake:
                 ssl_handshake_timeout=timeout,
                 ssl_shutdown_timeout=SHUTDOWN_SECONDS,
             )
-        except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError; the socket is closed
+        except Exception as exc:  # the loop closed the socket; ssl.SSLError is an OSError
             self._lost(conn)
-            if self._loop.time() - started >= timeout:
+            if not isinstance(exc, OSError | EOFError):
+                logger.error("event=radsec_handshake_crashed peer=%s error=%r", conn.host, exc)
+            # the loop's own timeout ends it (its exception says so differently in asyncio
+            # and uvloop; uvloop's clock counts whole milliseconds)
+            if time.monotonic() - started >= timeout * 0.95:
                 self._refuse("handshake_timeout", conn.host, f"{timeout:g} s")
             else:
                 detail = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
@@ -366,43 +376,6 @@ class RadsecIntake:
                 elif idle and now - conn.last_activity > idle:
                     conn.close("idle")
 
-    # -- Sender of the replies (service.Sender) ---------------------------------------------
-    def send(self, data: bytes, addr: Address) -> None:
-        """On the event loop: a reply to the connection ``addr`` names."""
-        conn = self.connections.get(addr[1])
-        if conn is None or not conn.write(data):
-            self.stats.send_errors += 1
-
-    def send_many(self, replies: Sequence[tuple[bytes, Address]]) -> None:
-        """From the commit thread, after the COMMIT: the event loop writes them."""
-        with self._outbox_lock:
-            self._outbox += replies
-            if self._flush_scheduled:
-                return
-            self._flush_scheduled = True
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(self._flush_outbox)
-        except RuntimeError:  # the loop is closed: nobody is connected any more
-            with self._outbox_lock:
-                self.stats.send_errors += len(self._outbox)
-                self._outbox.clear()
-                self._flush_scheduled = False
-
-    def _flush_outbox(self) -> None:
-        """On the event loop: the replies the commit thread handed over, one write for each
-        connection's (one TLS record where they fit)."""
-        with self._outbox_lock:
-            replies, self._outbox = self._outbox, []
-            self._flush_scheduled = False
-        by_connection: dict[int, list[bytes]] = {}
-        for data, addr in replies:
-            by_connection.setdefault(addr[1], []).append(data)
-        for number, datas in by_connection.items():
-            conn = self.connections.get(number)
-            if conn is None or not conn.write(b"".join(datas)):
-                self.stats.send_errors += len(datas)
-
     # -- shutdown ---------------------------------------------------------------------------
     def pause(self) -> None:
         """Intake stops (shutdown): no new connection, no more reading; replies still go."""
@@ -434,7 +407,7 @@ class RadsecIntake:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
-        self._flush_outbox()
+        self.replies.flush()
         self._none_left = asyncio.Event()
         for conn in list(self.connections.values()):
             conn.close("shutdown")

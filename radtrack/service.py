@@ -37,8 +37,8 @@ Subscriber = Callable[[Sequence[SessionChange]], None]
 
 
 class Sender(Protocol):
-    """Where replies go (transport.UdpListener, radsec.RadsecIntake): ``send`` on the event
-    loop, ``send_many`` from the commit thread (store.base.ReplySender)."""
+    """Where replies go (transport.UdpListener, RadSec's replies.LoopReplies): ``send`` on the
+    event loop, ``send_many`` from the commit thread (store.base.ReplySender)."""
 
     def send(self, data: bytes, addr: Address) -> None: ...
 

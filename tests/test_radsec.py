@@ -610,3 +610,23 @@ def test_check_config_loads_the_radsec_certificates(pki: Pki, tmp_path: Path) ->
     assert check(pki.server.key).returncode == 0
     bad = check(pki.encrypted_key)
     assert bad.returncode == 2 and "radius.radsec_key" in bad.stderr, bad.stderr
+
+
+@pytest.mark.asyncio
+async def test_a_reply_for_a_connection_that_has_gone_is_counted_not_sent(
+    radsec: Daemon, pki: Pki, dictionary: Any
+) -> None:
+    assert radsec.radsec is not None
+    first = await connect(radsec, pki)
+    await until(lambda: len(radsec.radsec.connections) == 1)  # type: ignore[union-attr]
+    [gone] = radsec.radsec.connections
+    await first.close()
+    await until(lambda: not radsec.radsec.connections)  # type: ignore[union-attr]
+    second = await connect(radsec, pki)
+    try:
+        reply = encoded(dictionary, "x").RequestPacket()[:20]
+        radsec.radsec.replies.send_many([(reply, ("127.0.0.1", gone))])  # as the commit thread
+        await until(lambda: radsec.radsec.replies.send_errors == 1)  # type: ignore[union-attr]
+        assert await second.reply(timeout=0.3) is None  # a new connection never gets it
+    finally:
+        await second.close()
