@@ -630,3 +630,48 @@ async def test_a_reply_for_a_connection_that_has_gone_is_counted_not_sent(
         assert await second.reply(timeout=0.3) is None  # a new connection never gets it
     finally:
         await second.close()
+
+
+@pytest.mark.asyncio
+async def test_every_connection_gives_its_descriptors_back(
+    pki: Pki, dictionary: Any, tmp_path: Path
+) -> None:
+    """Good, refused, silent and cut-off connections, then a stop: as many file descriptors
+    open as before the daemon started (a handshake still running at shutdown included)."""
+    before = len(os.listdir("/proc/self/fd"))
+    radius = radsec_section(pki, radsec_max_connections=8)
+    daemon = Daemon(make_settings(tmp_path, api={"listen": ""}, radius=radius))
+    await daemon.start()
+    clients: list[TlsNas] = []
+    silent: list[asyncio.StreamWriter] = []
+    try:
+        for i in range(4):
+            nas = await connect(daemon, pki)
+            await nas.send(encoded(dictionary, f"fd-{i}").RequestPacket())
+            assert await nas.reply() is not None
+            clients.append(nas)
+        await clients.pop().close()  # one closed by its client
+        for _ in range(2):
+            await refused(daemon, pki, client_context(pki, pki.rogue), dictionary)
+        half = await connect(daemon, pki)  # half a packet, left there
+        await half.send(encoded(dictionary, "half").RequestPacket()[:30])
+        clients.append(half)
+        for _ in range(2):  # TCP only: still in their handshakes at shutdown
+            _, writer = await asyncio.open_connection("127.0.0.1", radsec_port(daemon))
+            silent.append(writer)
+        assert daemon.radsec is not None
+        await until(lambda: len(daemon.radsec.connections) == 6)  # type: ignore[union-attr]
+    finally:
+        stopping = asyncio.get_running_loop().time()
+        await daemon.stop()
+        stopped_in = asyncio.get_running_loop().time() - stopping
+        for nas in clients:
+            await nas.close()
+        for writer in silent:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+    assert daemon.radsec.stats.closed["shutdown"] == 4
+    assert not daemon.radsec.connections
+    assert stopped_in < 3.0  # the handshakes were cut short, not waited for (10 s)
+    assert len(os.listdir("/proc/self/fd")) == before
