@@ -28,6 +28,7 @@ from radtrack import __version__, logs
 from radtrack.api.settings import RESELLER, SCOPES, token_digest
 from radtrack.config import Settings, load, store_password
 from radtrack.errors import ConfigError, UsernameTaken
+from radtrack.radius.tls import server_context
 from radtrack.store import journal
 
 T = TypeVar("T")
@@ -103,6 +104,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     try:
         store_password(settings.store)
+        server_context(settings.radius)  # RadSec's certificates and key load
     except ConfigError as exc:
         _err(f"{args.config}: error: {exc}")
         return 2

@@ -1,10 +1,10 @@
 """TOML configuration, parsed once into frozen settings.
 
 Each part defines the settings value it takes (the API's in radtrack.api.settings, the RADIUS
-side's in radtrack.radius.settings, the store's in radtrack.store.settings); this module reads
-the TOML, validates it and builds those values, plus the sections only the daemon reads
-(sessions, users, daemon). Only the shell
-(cli.py, daemon.py) imports it.
+side's in radtrack.radius.settings, which also reads its own [radius] table, the store's in
+radtrack.store.settings); this module reads the TOML, validates it and builds those values,
+plus the sections only the daemon reads (sessions, users, daemon). Only the shell (cli.py,
+daemon.py) imports it.
 
 Unknown keys and wrong types are errors that name the key path (``radius.clients[1].secret``) and
 say how to fix it, all of a file's at once (ConfigErrors). Library code raises ConfigError; only the
@@ -14,7 +14,6 @@ Every setting is documented in config.example.toml (tests/test_config.py checks 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
@@ -26,9 +25,9 @@ from typing import Any
 
 from radtrack.api.settings import RESELLER, SCOPES, ApiSettings, TokenSettings
 from radtrack.errors import ConfigError, ConfigErrors
-from radtrack.radius.settings import ClientSettings, RadiusSettings
+from radtrack.radius.settings import RESTART_ONLY, RadiusSettings, read_radius
 from radtrack.store.settings import BACKENDS, StoreSettings
-from radtrack.tomltable import Table, kind_of
+from radtrack.tomltable import Table
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 LIMIT_POLICIES = ("off", "disconnect-oldest", "disconnect-newest")
@@ -71,8 +70,10 @@ class Settings:
         """The settings that differ in ``new`` and that only a restart applies (SIGHUP
         applies NAS clients, secrets and tokens)."""
         fixed = {
-            "radius.listen": (self.radius.listen, new.radius.listen),
-            "radius.receive_buffer": (self.radius.receive_buffer, new.radius.receive_buffer),
+            **{
+                f"radius.{name}": (getattr(self.radius, name), getattr(new.radius, name))
+                for name in RESTART_ONLY
+            },
             "store": (self.store, new.store),
             "api.listen": (self.api.listen, new.api.listen),
             "api limits": (_limits(self.api), _limits(new.api)),
@@ -85,9 +86,7 @@ class Settings:
     def reloaded(self, new: Settings) -> Settings:
         """These settings with what SIGHUP applies taken from ``new``: NAS clients and secrets
         (not the listeners), the API's tokens and the /metrics token."""
-        radius = replace(
-            new.radius, listen=self.radius.listen, receive_buffer=self.radius.receive_buffer
-        )
+        radius = new.radius.keeping_restart_only(self.radius)
         api = replace(
             self.api, tokens=new.api.tokens, metrics_token_sha256=new.api.metrics_token_sha256
         )
@@ -101,80 +100,6 @@ class Settings:
 def _limits(api: ApiSettings) -> ApiSettings:
     """The API settings that only a restart applies (tokens are reloaded)."""
     return replace(api, tokens=(), metrics_token_sha256=b"")
-
-
-def _radius(t: Table) -> RadiusSettings:
-    listen_raw = t.get("listen", list, ["127.0.0.1:1813"])
-    listen = []
-    for i, item in enumerate(listen_raw):
-        if not isinstance(item, str):
-            t.fail(f"listen[{i}]", f"must be a string, not {kind_of(item)}", '"127.0.0.1:1813"')
-        elif (endpoint := t.endpoint(item, f"listen[{i}]")) is not None:
-            listen.append(endpoint)
-    if not listen_raw:
-        t.fail("listen", "is empty", "give at least one address to listen on")
-    names: set[str] = set()
-    clients = [client for c in t.tables("clients") if (client := _client(c, names)) is not None]
-    dictionary = t.get("dictionary", str, None)
-    d = RadiusSettings()
-    settings = RadiusSettings(
-        listen=tuple(listen),
-        clients=tuple(clients),
-        receive_buffer=t.positive("receive_buffer", int, d.receive_buffer),
-        queue_size=t.positive("queue_size", int, d.queue_size),
-        dedup_ttl=float(t.positive("dedup_ttl", float, d.dedup_ttl)),
-        dedup_capacity=t.positive("dedup_capacity", int, d.dedup_capacity),
-        dictionary=Path(dictionary) if dictionary else None,
-        disconnect_timeout=float(t.positive("disconnect_timeout", float, d.disconnect_timeout)),
-        disconnect_attempts=t.positive("disconnect_attempts", int, d.disconnect_attempts),
-    )
-    t.done()
-    return settings
-
-
-def _client(c: Table, names: set[str]) -> ClientSettings | None:
-    """One [[radius.clients]] entry; None when it has problems (reported)."""
-    found = len(c.problems)
-    name = c.require("name", str, 'give each NAS a name, e.g. name = "vpn-gw-1"')
-    if name is not None:
-        if name in names:
-            c.fail("name", f"{name!r} is used by two clients", "names are unique")
-        names.add(name)
-    address_hint = 'an IP or a CIDR, e.g. "192.0.2.10" or "192.0.2.0/24"'
-    address = c.require("address", str, address_hint)
-    network = None
-    if address is not None:
-        try:
-            network = ipaddress.ip_network(address, strict=False)
-        except ValueError:
-            c.fail("address", f"{address!r} is not an IP address or CIDR", address_hint)
-    secret = c.require("secret", str, "`radtrack secret` prints a strong random one")
-    if secret == "":
-        c.fail("secret", "is empty", "`radtrack secret` prints a strong one")
-    coa_address = c.get("coa_address", str, None)
-    if coa_address is not None:
-        try:
-            ipaddress.ip_address(coa_address)
-        except ValueError:
-            c.fail(
-                "coa_address",
-                f"{coa_address!r} is not an IP address",
-                'e.g. "192.0.2.10"; leave it out to use the NAS-IP-Address of the session',
-            )
-    require_message_authenticator = c.get("require_message_authenticator", bool, False)
-    coa_port = c.positive("coa_port", int, 3799)
-    c.done()
-    if len(c.problems) > found or network is None:
-        return None
-    return ClientSettings(
-        name=name,
-        network=network,
-        secret=secret.encode(),
-        require_message_authenticator=require_message_authenticator,
-        coa_address=coa_address,
-        coa_port=coa_port,
-        address=address,
-    )
 
 
 def _sessions(t: Table) -> SessionSettings:
@@ -395,7 +320,7 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> Settings:
     root = Table(data, "")
     base = source.parent if source is not None else None
     settings = Settings(
-        radius=_radius(root.table("radius")),
+        radius=read_radius(root.table("radius"), base),
         sessions=_sessions(root.table("sessions")),
         users=_users(root.table("users")),
         store=_store(root.table("store"), base),

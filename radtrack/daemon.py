@@ -27,7 +27,9 @@ from radtrack.fastpath import FastAccountant
 from radtrack.model import Session, User
 from radtrack.radius import dictionary as dictionary_mod
 from radtrack.radius.disconnect import DisconnectClient, DisconnectResult
-from radtrack.sdnotify import Notifier, watchdog_interval
+from radtrack.radius.tls import server_context
+from radtrack.radsec import RadsecIntake
+from radtrack.sdnotify import Notifier, status_loop
 from radtrack.service import AccountingService
 from radtrack.sessioncontrol import LimitSettings, SessionControl
 from radtrack.sockets import bind_all
@@ -97,6 +99,7 @@ class Daemon:
         )
         self.service: AccountingService | None = None
         self.listeners: list[UdpListener] = []
+        self.radsec: RadsecIntake | None = None
         self.http_server: ThreadedServer | None = None
         self.app: GraphQLApp | None = None
         self.http_address: tuple[str, int] | None = None
@@ -166,28 +169,28 @@ class Daemon:
         settings = self.settings
         try:
             dictionary = dictionary_mod.load(settings.radius.dictionary)
+            tls = server_context(settings.radius)  # None without radius.radsec_listen
         except RadtrackError as exc:
             raise StartupError(str(exc)) from None
-        sockets, self._http_socket = bind_all(
-            settings.radius.listen, settings.radius.receive_buffer, settings.api.listen
-        )
+        bound = bind_all(settings.radius, settings.api.listen)
+        self._http_socket = bound.http
         try:
             await self._open_store()
         except BaseException:
-            for sock in sockets:
-                sock.close()
-            if self._http_socket is not None:
-                self._http_socket.close()
+            bound.close()
             raise
         self.service = AccountingService(settings.radius, dictionary, self.accountant, self.store)
         self.service.subscribers.append(self.control.enforce_limits)
         self.control.disconnector = DisconnectClient(
             dictionary, settings.radius.disconnect_timeout, settings.radius.disconnect_attempts
         )
-        for sock in sockets:
+        for sock in bound.udp:
             listener = UdpListener(sock, self.service.on_datagram)
             listener.start()
             self.listeners.append(listener)
+        if tls is not None:  # RadSec (radsec.py): the same service behind TLS
+            self.radsec = RadsecIntake(settings.radius, tls, self.service)
+            await self.radsec.start(bound.radsec)
         if self._http_socket is not None:
             await self._start_http(self._http_socket)
             assert self.app is not None
@@ -198,15 +201,17 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._expire_loop(), name="radtrack-expire"))
         self._tasks.append(loop.create_task(self._maintain_loop(), name="radtrack-maintain"))
-        self._tasks.append(loop.create_task(self._notify_loop(), name="radtrack-notify"))
+        status = status_loop(self.notifier, self.status_line, self.acknowledged, self.store.stuck)
+        self._tasks.append(loop.create_task(status, name="radtrack-notify"))
         if settings.store.retention_days:
             self._tasks.append(loop.create_task(self._retention_loop(), name="radtrack-retention"))
         self.started = True
         self.notifier.notify("READY=1", self.status_line())
         logger.info(
-            "event=started udp=%s http=%s sessions_online=%d recovered=%d database=%s",
+            "event=started udp=%s http=%s radsec=%s sessions_online=%d recovered=%d database=%s",
             ",".join(f"{h}:{p}" for h, p in (lst.address for lst in self.listeners)),
             f"{self.http_address[0]}:{self.http_address[1]}" if self.http_address else "off",
+            ",".join(f"{h}:{p}" for h, p in self.radsec.addresses) if self.radsec else "off",
             len(self.index),
             self.recovered_sessions,
             self.store.describe(),
@@ -320,6 +325,8 @@ class Daemon:
         self.control.clients = radius.clients
         if self.service is not None:
             self.service.reconfigure(radius)
+        if self.radsec is not None:
+            self.radsec.reconfigure(radius)
         if self.app is not None and self.http_server is not None:
             from radtrack.api.auth import TokenVerifier
 
@@ -336,30 +343,14 @@ class Daemon:
         if task in self._tasks:
             self._tasks.remove(task)
 
+    def acknowledged(self) -> int:
+        return self.service.stats.acknowledged if self.service is not None else 0
+
     def status_line(self) -> str:
-        stats = self.service.stats if self.service is not None else None
         return (
-            f"STATUS=online={len(self.index)} acknowledged={stats.acknowledged if stats else 0}"
+            f"STATUS=online={len(self.index)} acknowledged={self.acknowledged()}"
             f" database={'ok' if self.store.healthy else 'failing'}"
         )
-
-    async def _notify_loop(self) -> None:
-        """STATUS= every few seconds; WATCHDOG=1 only while the loop runs (this task is
-        scheduled at all) and no commit hangs (the store makes progress)."""
-        watchdog = watchdog_interval()
-        period = min(watchdog, 5.0) if watchdog else 5.0
-        last_acked = 0
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(period)
-            now = time.monotonic()
-            acked = self.service.stats.acknowledged if self.service else 0
-            rate = (acked - last_acked) / max(now - last, 1e-6)
-            last_acked, last = acked, now
-            fields = [f"{self.status_line()} packets_per_second={rate:.0f}"]
-            if watchdog and not self.store.stuck(2 * watchdog):
-                fields.append("WATCHDOG=1")
-            self.notifier.notify(*fields)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -379,14 +370,17 @@ class Daemon:
         deadline = time.monotonic() + timeout
         for listener in self.listeners:
             listener.pause()
+        if self.radsec is not None:
+            self.radsec.pause()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        try:
-            await asyncio.wait_for(self.store.flush(), max(0.1, deadline - time.monotonic()))
+        try:  # nothing to flush when start-up stopped before the store was open
+            if self.service is not None:
+                await asyncio.wait_for(self.store.flush(), max(0.1, deadline - time.monotonic()))
         except TimeoutError:
             logger.error("event=shutdown_flush_timeout queued=%d", self.store.queued)
         for listener in self.listeners:
@@ -399,6 +393,8 @@ class Daemon:
             self._http_socket.close()
         self.control.cancel()
         await self.store.close(max(0.1, deadline - time.monotonic()))
+        if self.radsec is not None:  # after the last commit's replies: they go out first
+            await self.radsec.close(max(0.1, deadline - time.monotonic()))
         stats = self.service.stats if self.service is not None else None
         logger.info(
             "event=stopped accepted=%d acknowledged=%d unanswered=%d",

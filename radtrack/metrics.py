@@ -19,6 +19,7 @@ from prometheus_client.core import (
 from radtrack import gcpolicy
 from radtrack.api.app import GraphQLApp
 from radtrack.api.thread import ThreadedServer
+from radtrack.radsec import CLOSES, REFUSALS, RadsecIntake
 from radtrack.service import ACK_BUCKETS, DROP_REASONS, AccountingService
 from radtrack.store.base import COMMIT_BUCKETS, Store
 from radtrack.store.index import SessionIndex
@@ -33,6 +34,8 @@ class Observed(Protocol):
     def service(self) -> AccountingService | None: ...
     @property
     def listeners(self) -> Sequence[UdpListener]: ...
+    @property
+    def radsec(self) -> RadsecIntake | None: ...
     @property
     def index(self) -> SessionIndex: ...
     @property
@@ -64,6 +67,8 @@ class DaemonCollector:
         daemon = self.daemon
         if daemon.service is not None:
             yield from self._packets(daemon.service)
+        if daemon.radsec is not None:
+            yield from self._radsec(daemon.radsec)
         yield from self._sessions()
         yield from self._store()
         yield from self._control_and_api()
@@ -93,7 +98,8 @@ class DaemonCollector:
         yield CounterMetricFamily(
             "radtrack_replies_send_failed",
             "Accounting-Responses the socket refused (the NAS retransmits; the cache answers).",
-            value=sum(lst.send_errors for lst in daemon.listeners),
+            value=sum(lst.send_errors for lst in daemon.listeners)
+            + (daemon.radsec.replies.send_errors if daemon.radsec is not None else 0),
         )
         yield _histogram(
             "radtrack_ack_latency_seconds",
@@ -102,6 +108,33 @@ class DaemonCollector:
             stats.ack_buckets,
             stats.ack_latency_sum,
         )
+
+    def _radsec(self, intake: RadsecIntake) -> Iterator[Metric]:
+        """RadSec's connections; its packets are in the radtrack_packets_* counters too."""
+        stats = intake.stats
+        yield GaugeMetricFamily(
+            "radtrack_radsec_connections_open",
+            "RadSec connections open now (TLS handshakes included).",
+            value=len(intake.connections),
+        )
+        yield CounterMetricFamily(
+            "radtrack_radsec_connections_accepted",
+            "RadSec connections whose handshake completed with a known client's certificate.",
+            value=stats.accepted,
+        )
+        yield CounterMetricFamily(
+            "radtrack_radsec_packets_received",
+            "Packets read from RadSec connections (also in radtrack_packets_received_total).",
+            value=stats.received,
+        )
+        for name, doc, reasons, counts in (
+            ("refused", "RadSec connections refused, by reason.", REFUSALS, stats.refused),
+            ("closed", "RadSec connections closed, by reason.", CLOSES, stats.closed),
+        ):
+            family = CounterMetricFamily(f"radtrack_radsec_{name}", doc, labels=["reason"])
+            for reason in reasons:
+                family.add_metric([reason], counts.get(reason, 0))
+            yield family
 
     def _sessions(self) -> Iterator[Metric]:
         daemon = self.daemon

@@ -7,9 +7,12 @@ $NOTIFY_SOCKET (not under systemd) every call does nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
+import time
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -52,3 +55,28 @@ def watchdog_interval() -> float | None:
         return max(int(usec) / 2_000_000, 0.01)
     except ValueError:
         return None
+
+
+async def status_loop(
+    notifier: Notifier,
+    status: Callable[[], str],
+    acknowledged: Callable[[], int],
+    stuck: Callable[[float], bool],
+) -> None:
+    """STATUS= (``status()`` and the packets acknowledged per second) every few seconds;
+    WATCHDOG=1 only while the loop runs (this task is scheduled at all) and no commit hangs
+    (``stuck(seconds)`` is false: the store makes progress)."""
+    watchdog = watchdog_interval()
+    period = min(watchdog, 5.0) if watchdog else 5.0
+    last_acked = 0
+    last = time.monotonic()
+    while True:
+        await asyncio.sleep(period)
+        now = time.monotonic()
+        acked = acknowledged()
+        rate = (acked - last_acked) / max(now - last, 1e-6)
+        last_acked, last = acked, now
+        fields = [f"{status()} packets_per_second={rate:.0f}"]
+        if watchdog and not stuck(2 * watchdog):
+            fields.append("WATCHDOG=1")
+        notifier.notify(*fields)

@@ -1,6 +1,8 @@
 """The glue of the packet path: datagram -> client -> dedup -> codec -> accounting -> store ->
 (after the commit) Accounting-Response and events. Everything here runs on the event loop and
-never blocks; the store's commit thread does the disk work.
+never blocks; the store's commit thread does the disk work. UDP datagrams come in through
+``on_datagram``; RadSec packets (radtrack/radsec.py), whose client the TLS connection named,
+through ``on_packet``: from there on the path is the same.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from pyrad.dictionary import Dictionary
 
@@ -31,10 +34,21 @@ logger = logging.getLogger(__name__)
 _ACCOUNTING_REQUEST, _STATUS_SERVER = codec.ACCOUNTING_REQUEST, codec.STATUS_SERVER
 
 Subscriber = Callable[[Sequence[SessionChange]], None]
+
+
+class Sender(Protocol):
+    """Where replies go (transport.UdpListener, RadSec's replies.LoopReplies): ``send`` on the
+    event loop, ``send_many`` from the commit thread (store.base.ReplySender)."""
+
+    def send(self, data: bytes, addr: Address) -> None: ...
+
+    def send_many(self, replies: Sequence[tuple[bytes, Address]]) -> None: ...
+
+
 # a packet accepted and submitted: (cache key, reply, monotonic time read, its changes, the
-# listener it came in on, the NAS's address); for the changes of expire(): (None, b"", 0.0,
+# sender of its replies, the NAS's address); for the changes of expire(): (None, b"", 0.0,
 # changes, None, None)
-_Accepted = tuple[Key | None, bytes, float, list[SessionChange], UdpListener | None, Address | None]
+_Accepted = tuple[Key | None, bytes, float, list[SessionChange], Sender | None, Address | None]
 
 # Why a datagram got no answer (the label of radtrack_packets_dropped_total)
 DROP_REASONS = (
@@ -53,12 +67,15 @@ DROP_REASONS = (
 
 
 class ClientTable:
-    """NAS clients by source address: exact addresses first, then the most specific network."""
+    """NAS clients by source address: exact addresses first, then the most specific network.
+    Not the RadSec clients: over UDP their secret is no secret (radsec.py matches them)."""
 
     def __init__(self, clients: Sequence[ClientSettings]) -> None:
         self.exact: dict[str, ClientSettings] = {}
         self.networks: list[ClientSettings] = []
         for client in clients:
+            if client.radsec:
+                continue
             if client.network.num_addresses == 1:
                 self.exact[str(client.network.network_address)] = client
             else:
@@ -104,7 +121,7 @@ class Stats:
 
 
 class AccountingService:
-    """Handles every datagram the UDP listeners read."""
+    """Handles every datagram the UDP listeners read, and every packet of a RadSec connection."""
 
     def __init__(
         self,
@@ -144,7 +161,8 @@ class AccountingService:
         self.settings = settings
         self.clients = ClientTable(settings.clients)
 
-    def _drop(self, reason: str, peer: str, detail: str = "") -> None:
+    def _drop(self, reason: str, peer: str, detail: str = "") -> str:
+        """Count and log (rate-limited) a packet dropped unanswered; returns ``reason``."""
         self.stats.dropped[reason] += 1
         allowed, suppressed = self._warn.allow(f"{reason}/{peer}")
         if allowed:
@@ -155,9 +173,17 @@ class AccountingService:
                 f' detail="{detail}"' if detail else "",
                 f" suppressed={suppressed}" if suppressed else "",
             )
+        return reason
 
-    def on_datagram(self, listener: UdpListener, data: bytes, addr: Address) -> None:
-        received = time.monotonic()  # the ack latency counts from here
+    def refuse(self, reason: str, peer: str, detail: str = "") -> str:
+        """A packet a transport dropped before it got here (RadSec: a bad Length field): read,
+        dropped, counted and logged like the ones dropped here."""
+        self.stats.received += 1
+        return self._drop(reason, peer, detail)
+
+    def _arrived(self) -> float:
+        """Before a packet is looked at: returns the time its ack latency counts from."""
+        received = time.monotonic()
         if self.store.finished:
             self.store.run_finished()
         if self._after_commit_soon:
@@ -165,8 +191,11 @@ class AccountingService:
             # its session as that commit left it (a NAS may send the next packet as soon as it
             # has the reply, which the commit thread sent before the loop got to the callbacks)
             self._after_commit()
-        stats = self.stats
-        stats.received += 1
+        self.stats.received += 1
+        return received
+
+    def on_datagram(self, listener: UdpListener, data: bytes, addr: Address) -> None:
+        received = self._arrived()
         peer = addr[0]
         if len(data) > codec.MAX_PACKET_SIZE:
             self._drop("oversized", peer, f"{len(data)} octets")
@@ -176,51 +205,59 @@ class AccountingService:
         if client is None:
             self._drop("unknown_client", peer)
             return
+        self._handle(listener, data, addr, client, received)
+
+    def on_packet(
+        self, sender: Sender, data: bytes, addr: Address, client: ClientSettings
+    ) -> str | None:
+        """A packet of a client known already (RadSec: by its TLS connection), ``data`` cut to
+        its Length field. Returns the reason it was dropped (one of DROP_REASONS), or None when
+        it was taken: queued for its commit, answered (Status-Server, a retransmission), or
+        held for the reply its first copy will get."""
+        return self._handle(sender, data, addr, client, self._arrived())
+
+    def _handle(
+        self, sender: Sender, data: bytes, addr: Address, client: ClientSettings, received: float
+    ) -> str | None:
+        peer = addr[0]
+        stats = self.stats
         try:
             packet = fastpath.decode(data)
         except MalformedPacket as exc:
-            self._drop("malformed", peer, str(exc))
-            return
+            return self._drop("malformed", peer, str(exc))
         code = packet.code
         if code != _ACCOUNTING_REQUEST and code != _STATUS_SERVER:
-            self._drop("unexpected_code", peer, f"code {code}")
-            return
+            return self._drop("unexpected_code", peer, f"code {code}")
         now = self.clock()
         key = (peer, addr[1], packet.identifier, packet.authenticator)
         cached = self.cache.lookup(key, now)
         if cached is not None:
             stats.duplicates += 1
             if cached is not IN_FLIGHT:
-                listener.send(cached, addr)  # type: ignore[arg-type]
+                sender.send(cached, addr)  # type: ignore[arg-type]
             else:
                 # a retransmission while its first copy waits for the commit: it gets the
                 # reply when that commit completes
                 self._retransmitted.add(key)
-            return
+            return None
         if not codec.verify_request(packet, client.secret, client.require_message_authenticator):
-            self._drop("bad_authenticator", peer, client.name)
-            return
+            return self._drop("bad_authenticator", peer, client.name)
         if code == _STATUS_SERVER:
             # RFC 5997 §3: answered with an Accounting-Response carrying a Message-Authenticator,
             # but only while radtrack can store what it would be sent
             if not self.store.healthy:
-                self._drop("not_ready", peer)
-                return
+                return self._drop("not_ready", peer)
             stats.status_server += 1
-            listener.send(
-                codec.encode_reply(packet, client.secret, message_authenticator=True), addr
-            )
-            return
+            sender.send(codec.encode_reply(packet, client.secret, message_authenticator=True), addr)
+            return None
         queue_size = self.settings.queue_size
         # every callback the store holds is one of _submitted: the short list first
         if len(self._submitted) >= queue_size and self.store.queued >= queue_size:
-            self._drop("queue_full", peer)  # unanswered: the NAS retransmits later
-            return
+            return self._drop("queue_full", peer)  # unanswered: the NAS retransmits later
         try:
             request = self.decoder.request(packet, client.name, peer, now)
         except MalformedPacket as exc:
-            self._drop("malformed", peer, str(exc))
-            return
+            return self._drop("malformed", peer, str(exc))
         stats.accepted += 1
         if request is None:
             stats.ignored_status += 1
@@ -230,8 +267,9 @@ class AccountingService:
         self.cache.begin(key, now)
         reply = codec.encode_reply(packet, client.secret)
 
-        self.store.submit(changes, self._done, (listener, reply, addr))
-        self._submitted.append((key, reply, received, changes, listener, addr))
+        self.store.submit(changes, self._done, (sender, reply, addr))
+        self._submitted.append((key, reply, received, changes, sender, addr))
+        return None
 
     def _done(self, ok: Outcome) -> None:
         """The store's callback, on the event loop after a commit (which has sent the replies
@@ -248,7 +286,7 @@ class AccountingService:
         """_done for a failed commit, or a Partial one (rows of some sessions rejected)."""
         # the earlier submissions are committed; this one is the next
         packet = self._submitted[self._committed]
-        key, reply, _, changes, listener, addr = packet
+        key, reply, _, changes, sender, addr = packet
         partial = ok if isinstance(ok, Partial) else None
         rejected = (
             []
@@ -258,8 +296,8 @@ class AccountingService:
         if partial is not None and not rejected:
             # stored: the commit thread sent no replies for a Partial commit, so here
             self._committed += 1
-            if listener is not None and addr is not None:
-                listener.send(reply, addr)
+            if sender is not None and addr is not None:
+                sender.send(reply, addr)
             if not self._after_commit_soon:
                 self._schedule_after_commit()
             return
@@ -325,7 +363,7 @@ class AccountingService:
         acknowledged = 0
         events: list[SessionChange] = []
         for _ in range(self._committed):
-            key, reply, received, changes, listener, addr = submitted.popleft()
+            key, reply, received, changes, sender, addr = submitted.popleft()
             if changes:
                 events += changes
             if key is None:
@@ -333,7 +371,7 @@ class AccountingService:
             answer(key, reply, now)
             if retransmitted and key in retransmitted:
                 retransmitted.discard(key)
-                listener.send(reply, addr)  # type: ignore[union-attr,arg-type]
+                sender.send(reply, addr)  # type: ignore[union-attr,arg-type]
             latency = monotonic - received
             latencies += latency
             buckets[bisect.bisect_left(ACK_BUCKETS, latency)] += 1

@@ -60,6 +60,11 @@ class SessionControl:
         client = next((c for c in self.clients if c.name == session.nas_name), None)
         if client is None:
             raise LookupError(f"the NAS {session.nas_name!r} is no longer configured")
+        if client.radsec:
+            raise LookupError(
+                f"the NAS {session.nas_name!r} sends over RadSec, and Disconnect-Request over "
+                "RadSec is not supported yet"
+            )
         result = await self.disconnector.disconnect(session, client, event_time=int(time.time()))
         self.results[result.status] += 1
         if session.online:

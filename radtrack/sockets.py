@@ -4,40 +4,64 @@ error at start-up (with the key that names it), not a failure later."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from radtrack.endpoint import Endpoint
 from radtrack.errors import StartupError
+from radtrack.radius.settings import RadiusSettings
 from radtrack.transport import bind_udp
 
 
-def bind_all(
-    udp: Sequence[Endpoint], receive_buffer: int, http: Endpoint | None
-) -> tuple[list[socket.socket], socket.socket | None]:
-    """The UDP sockets of ``radius.listen`` and the TCP socket of ``api.listen`` (None when
-    the API is off). Raises StartupError, with every socket bound so far closed."""
-    sockets: list[socket.socket] = []
+@dataclass(slots=True)
+class Bound:
+    """The sockets bind_all bound: ``radius.listen``'s (UDP), ``radius.radsec_listen``'s (TCP,
+    listening) and ``api.listen``'s (TCP; None when the API is off)."""
+
+    udp: list[socket.socket] = field(default_factory=list)
+    radsec: list[socket.socket] = field(default_factory=list)
+    http: socket.socket | None = None
+
+    def close(self) -> None:
+        for sock in [*self.udp, *self.radsec, *([self.http] if self.http else [])]:
+            sock.close()
+
+
+def bind_all(radius: RadiusSettings, http: Endpoint | None) -> Bound:
+    """Bind every listening socket. Raises StartupError, with every socket bound so far
+    closed."""
+    bound = Bound()
     try:
-        for endpoint in udp:
+        for endpoint in radius.listen:
             try:
-                sockets.append(bind_udp(endpoint, receive_buffer))
+                bound.udp.append(bind_udp(endpoint, radius.receive_buffer))
             except OSError as exc:
                 raise StartupError(
                     f"radius.listen: cannot bind UDP {endpoint}: {exc.strerror} "
                     "(hint: is another radtrack or a RADIUS server running on that port?)"
                 ) from None
-        if http is None:
-            return sockets, None
-        from radtrack.api.server import bind_tcp
-
-        try:
-            return sockets, bind_tcp(http.host, http.port)
-        except OSError as exc:
-            raise StartupError(
-                f"api.listen: cannot bind TCP {http}: {exc.strerror} "
-                "(hint: another process is using that port)"
-            ) from None
+        for endpoint in radius.radsec_listen:
+            try:
+                bound.radsec.append(_bind_tcp(endpoint))
+            except OSError as exc:
+                raise StartupError(
+                    f"radius.radsec_listen: cannot bind TCP {endpoint}: {exc.strerror} "
+                    "(hint: is radsecproxy or a RADIUS server running on that port?)"
+                ) from None
+        if http is not None:
+            try:
+                bound.http = _bind_tcp(http)
+            except OSError as exc:
+                raise StartupError(
+                    f"api.listen: cannot bind TCP {http}: {exc.strerror} "
+                    "(hint: another process is using that port)"
+                ) from None
+        return bound
     except BaseException:
-        for sock in sockets:
-            sock.close()
+        bound.close()
         raise
+
+
+def _bind_tcp(endpoint: Endpoint) -> socket.socket:
+    from radtrack.api.server import bind_tcp  # the API's module: imported when TCP is used
+
+    return bind_tcp(endpoint.host, endpoint.port)

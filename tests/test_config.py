@@ -372,3 +372,74 @@ def test_check_config_prints_the_host_bits_warning(
         'the network 10.0.0.0/24 (10.0.0.0 to 10.0.0.255) (hint: write "10.0.0.0/24" for that '
         'network, or "10.0.0.1" for one NAS)'
     ) in err
+
+
+RADSEC = (
+    "[radius]\nradsec_listen = ['127.0.0.1:2083']\nradsec_certificate = 'tls/server.pem'\n"
+    "radsec_key = 'tls/server.key'\nradsec_ca = '/etc/radtrack/ca.pem'\n"
+)
+
+
+def test_radsec_settings_and_a_radsec_client(tmp_path: Path) -> None:
+    path = tmp_path / "radtrack.toml"
+    path.write_text(
+        RADSEC + "[[radius.clients]]\nname = 'proxy'\naddress = '192.0.2.0/24'\nradsec = true\n"
+        "certificate_name = 'proxy.example.net'\n[api]\nlisten = ''\n"
+    )
+    settings = config.load(path)
+    radius = settings.radius
+    assert [str(e) for e in radius.radsec_listen] == ["127.0.0.1:2083"]
+    assert radius.radsec_certificate == tmp_path / "tls/server.pem"  # relative to the file
+    assert radius.radsec_ca == Path("/etc/radtrack/ca.pem")
+    [client] = radius.clients
+    assert client.radsec and client.secret == b"radsec"  # RFC 6614 §2.3
+    assert client.certificate_name == "proxy.example.net"
+    assert settings.warnings() == []  # "radsec" is no weak secret: it is no secret at all
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "hint"),
+    [
+        (
+            "[radius]\nradsec_listen = ['127.0.0.1:2083']\n",
+            "radius.radsec_certificate",
+            "docs/radsec.md",
+        ),
+        (RADSEC.replace("radsec_ca", "#"), "radius.radsec_ca", "folder"),
+        ("[radius]\nradsec_listen = ['127.0.0.1']\n", "radius.radsec_listen[0]", "host:port"),
+        (
+            "[[radius.clients]]\nname = 'a'\naddress = '10.0.0.1'\nsecret = 'a-long-secret-xyz'\n"
+            "certificate_name = 'a.example'\n",
+            "radius.clients[0].certificate_name",
+            "radsec = true",
+        ),
+        (
+            "[[radius.clients]]\nname = 'a'\naddress = '10.0.0.1'\nradsec = true\n"
+            "coa_address = '10.0.0.1'\n",
+            "radius.clients[0].coa_address",
+            "not supported",
+        ),
+        (RADSEC + "radsec_read_timeout = 0\n", "radius.radsec_read_timeout", ""),
+    ],
+)
+def test_radsec_errors_name_the_key_path(text: str, path: str, hint: str) -> None:
+    exc = error(text)
+    assert exc.path == path, str(exc)
+    assert hint in str(exc)
+
+
+def test_a_radsec_client_without_a_radsec_listener_is_a_warning() -> None:
+    settings = parse("[[radius.clients]]\nname = 'p'\naddress = '10.0.0.1'\nradsec = true\n")
+    assert any("radsec_listen is empty" in w for w in settings.warnings())
+
+
+def test_radsec_listeners_need_a_restart_clients_do_not() -> None:
+    old = parse(RADSEC)
+    new = parse(
+        RADSEC.replace("2083", "2084")
+        + "[[radius.clients]]\nname = 'p'\naddress = '10.0.0.1'\nradsec = true\n"
+    )
+    assert old.needing_restart(new) == ["radius.radsec_listen"]
+    kept = new.radius.keeping_restart_only(old.radius)
+    assert kept.radsec_listen == old.radius.radsec_listen
+    assert kept.clients == new.radius.clients
