@@ -13,9 +13,11 @@ connection_init message).
 The Content-Security-Policy allows scripts, styles and connections to this origin only (no inline
 script or style at all), and nothing may frame the page.
 
-``stats`` counts every online session, so it is for admin tokens only: a reseller gets FORBIDDEN
-(its own totals would need a scan of the users table per request; the page then shows the
-reseller its searched users and their live events only).
+``stats`` and ``sessionTrend`` (the plots: radtrack/trend.py) count every online session, per
+NAS, so they are for admin tokens only: a reseller gets FORBIDDEN (its own totals would need a
+scan of the users table per request, and the per-NAS series would show other resellers'
+activity on a shared NAS). The page then shows the reseller no totals and no plots: its
+searched users, their sessions, device counts and live events only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ariadne import QueryType
 from graphql import GraphQLResolveInfo
 
 from radtrack.api.access import require_admin
+from radtrack.trend import series
 
 STATIC = Path(__file__).with_name("static")
 
@@ -94,6 +97,13 @@ def resolve_stats(_: None, info: GraphQLResolveInfo) -> dict[str, Any]:
         "online": len(index),
         "by_nas": [{"nas_name": name, "online": count} for name, count in by_nas],
     }
+
+
+@query.field("sessionTrend")
+def resolve_session_trend(_: None, info: GraphQLResolveInfo) -> dict[str, Any]:
+    # per-NAS counts of every reseller's sessions: admin only, like stats
+    trend = require_admin(info, "sessionTrend needs an admin token").backend.trend
+    return series(trend.read(), trend.interval)
 
 
 bindables = (query,)
