@@ -19,13 +19,16 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from radtrack.store.index import SessionIndex
 
 SPAN = 3600.0  # seconds of samples kept
 TOP_NASES = 8  # NASes kept by name per sample; the others are summed
+# points per series that ``series`` gives at most: a shorter interval than the default 10 s
+# merges samples instead of making each read cost more (~6 ms of the API thread at 360)
+MAX_POINTS = 361
 
 
 class Counts(Protocol):
@@ -113,11 +116,34 @@ def _most_first(item: tuple[str, int]) -> tuple[int, str]:
     return (-item[1], item[0])
 
 
-def series(samples: Sequence[Sample], interval: float, top: int = TOP_NASES) -> dict[str, Any]:
+def merged(samples: Sequence[Sample], max_points: int = MAX_POINTS) -> Sequence[Sample]:
+    """At most ``max_points`` samples: runs of consecutive ones, counted back from the last,
+    merged into their last one, with the sessions opened and closed in the run summed."""
+    if len(samples) <= max_points:
+        return samples
+    run = -(-len(samples) // max_points)
+    out = []
+    for end in range(len(samples), 0, -run):
+        group = samples[max(0, end - run) : end]
+        opened = sum(sample.opened for sample in group)
+        closed = sum(sample.closed for sample in group)
+        out.append(replace(group[-1], opened=opened, closed=closed))
+    out.reverse()
+    return out
+
+
+def series(
+    samples: Sequence[Sample],
+    interval: float,
+    top: int = TOP_NASES,
+    max_points: int = MAX_POINTS,
+) -> dict[str, Any]:
     """The samples as columns, the way plots take them: one list per value, and one per NAS
     among the ``top`` of the last sample (None where that NAS was among the others then and its
-    count is not known); ``other`` is the rest of each sample's sessions. Keys in snake_case,
-    for the GraphQL ``SessionTrend`` type."""
+    count is not known); ``other`` is the rest of each sample's sessions; at most
+    ``max_points`` of each (``merged``). Keys in snake_case, for the GraphQL ``SessionTrend``
+    type."""
+    samples = merged(samples, max_points)
     names = [name for name, _ in samples[-1].by_nas[:top]] if samples else []
     by_nas: dict[str, list[int | None]] = {name: [] for name in names}
     other: list[int] = []

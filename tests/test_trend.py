@@ -16,7 +16,7 @@ from radtrack.daemon import Daemon
 from radtrack.fastpath import FastAccountant
 from radtrack.model import AccountingRequest, StatusType
 from radtrack.store.index import SessionIndex, UserDirectory
-from radtrack.trend import SessionTrend, series
+from radtrack.trend import SessionTrend, merged, series
 from tests.conftest import ADMIN_TOKEN, RESELLER_TOKEN, acct_packet, send_pyrad, udp_port
 from tests.httpclient import graphql
 
@@ -97,6 +97,24 @@ def test_samples_count_openings_and_keep_the_top_nases_by_name() -> None:
         "by_nas": [],
         "other": [],
     }
+
+
+def test_a_short_interval_merges_samples_instead_of_giving_more_points() -> None:
+    index = SessionIndex()
+    accountant = FastAccountant(index, UserDirectory())
+    trend = SessionTrend(index, accountant, interval=1.0, span=10.0)
+    for i in range(10):
+        accountant.handle(request(StatusType.START, "nas", f"s{i}", T0))
+        trend.sample(T0 + i)
+    samples = trend.read(T0 + 9.5)
+    assert len(samples) == 11 and merged(samples, 11) == samples
+    # runs of 3, counted back from the sample of the moment: 2, 3, 3, 3 samples
+    coarse = merged(samples, 4)
+    assert [s.at for s in coarse] == [T0 + 1, T0 + 4, T0 + 7, T0 + 9.5]
+    assert [s.online for s in coarse] == [2, 5, 8, 10]
+    assert [s.opened for s in coarse] == [2, 3, 3, 2]  # every opening in one point or another
+    columns = series(samples, 1.0, max_points=4)
+    assert columns["online"] == [2, 5, 8, 10] and sum(columns["opened"]) == 10
 
 
 TREND = "{ sessionTrend { interval times online opened closed byNas { nasName online } other } }"
