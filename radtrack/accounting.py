@@ -89,6 +89,11 @@ class Accountant:
         # a decoded packet's strings are its own; a session keeps shared ones instead (memory:
         # docs/performance.md), and an Interim's equal value leaves the session's in place
         self.shared = SharedStrings()
+        # sessions this node's packets and timers brought online and took offline (a Start, an
+        # Interim of a session not seen before; a Stop, a NAS reboot, the stale rule); not the
+        # ones restored at start-up or applied from other nodes (metrics, radtrack/trend.py)
+        self.sessions_opened = 0
+        self.sessions_closed = 0
 
     # -- packets ---------------------------------------------------------------------------
     def handle(self, request: AccountingRequest) -> list[SessionChange]:
@@ -360,8 +365,7 @@ class Accountant:
             self._finish(session, request)
             return [SessionChange(ChangeKind.UPDATED, session)]
         self._finish(session, request)
-        self.index.close(session)
-        self._forget_recent(session)
+        self._close(session)
         return [SessionChange(ChangeKind.STOPPED, session)]
 
     def _forget_recent(self, session: Session) -> None:
@@ -389,8 +393,7 @@ class Accountant:
             if session.start_time >= request.event_time:
                 continue  # started after the reboot: not affected
             self._close_by_reboot(session, (request.event_time, reason))
-            self.index.close(session)
-            self._forget_recent(session)
+            self._close(session)
             changes.append(SessionChange(ChangeKind.STOPPED, session))
         return changes
 
@@ -427,6 +430,13 @@ class Accountant:
 
     def _open(self, session: Session) -> None:
         self.index.add_online(session)
+        self.sessions_opened += 1
+
+    def _close(self, session: Session) -> None:
+        """An online session (given its stop time) goes offline."""
+        self.index.close(session)
+        self._forget_recent(session)
+        self.sessions_closed += 1
 
     # -- recovery and timers -------------------------------------------------------------------
     def restore(self, session: Session, now: float | None = None) -> None:
@@ -487,8 +497,7 @@ class Accountant:
                 continue
             session.stop_time = session.last_update  # the last moment it was known to be alive
             session.close_reason = CloseReason.STALE
-            self.index.close(session)
-            self._forget_recent(session)
+            self._close(session)
             changes.append(SessionChange(ChangeKind.STOPPED, session))
         if budget is None or self._scan_at >= len(self._scan):
             self._scan = []  # release the snapshot between passes

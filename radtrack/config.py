@@ -272,7 +272,10 @@ def _api(t: Table) -> ApiSettings:
         metrics_token_sha256=t.sha256("metrics_token_sha256", required=False),
         request_timeout=float(t.positive("request_timeout", float, d.request_timeout)),
         max_connections=t.positive("max_connections", int, d.max_connections),
+        trend_interval=float(t.positive("trend_interval", float, d.trend_interval)),
     )
+    if not 1 <= s.trend_interval <= 600:
+        t.fail("trend_interval", "must be 1 to 600 seconds", f"the default is {d.trend_interval}")
     t.done()
     return s
 

@@ -35,8 +35,10 @@ from radtrack.sessioncontrol import LimitSettings, SessionControl
 from radtrack.sockets import bind_all
 from radtrack.store.base import Store
 from radtrack.store.index import SessionIndex, UserDirectory
+from radtrack.store.retention import Retention
 from radtrack.store.sqlite import SqliteStore
 from radtrack.transport import UdpListener
+from radtrack.trend import SessionTrend
 from radtrack.usersync import UserSync
 
 if TYPE_CHECKING:  # the API is imported only when it is configured (start-up time)
@@ -91,6 +93,9 @@ class Daemon:
         )
         self.store: Store = make_store(settings)
         self.user_sync = UserSync(self.index, self.users, self.store)
+        self.retention = Retention(self.store, lambda: self.settings.store.retention_days)
+        # the dashboard's plots: the last hour of the live state, sampled on a timer
+        self.trend = SessionTrend(self.index, self.accountant, settings.api.trend_interval)
         self.control = SessionControl(
             self.index,
             self.users,
@@ -145,25 +150,6 @@ class Daemon:
             user_id, since=since, until=until, limit=limit, cursor=cursor
         )
 
-    async def prune_history(self, now: float | None = None) -> int:
-        """Delete closed sessions older than store.retention_days; returns how many."""
-        days = self.settings.store.retention_days
-        if not days:
-            return 0
-        before = (time.time() if now is None else now) - days * 86_400
-        total = await self.store.prune_closed(before)
-        if total:
-            logger.info("event=history_pruned rows=%d retention_days=%d", total, days)
-        return total
-
-    async def _retention_loop(self) -> None:
-        while True:
-            try:
-                await self.prune_history()
-            except StoreError as exc:
-                logger.warning("event=prune_failed error=%r", str(exc))
-            await asyncio.sleep(3600)
-
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         settings = self.settings
@@ -203,8 +189,9 @@ class Daemon:
         self._tasks.append(loop.create_task(self._maintain_loop(), name="radtrack-maintain"))
         status = status_loop(self.notifier, self.status_line, self.acknowledged, self.store.stuck)
         self._tasks.append(loop.create_task(status, name="radtrack-notify"))
+        self._tasks.append(loop.create_task(self.trend.run(), name="radtrack-trend"))
         if settings.store.retention_days:
-            self._tasks.append(loop.create_task(self._retention_loop(), name="radtrack-retention"))
+            self._tasks.append(loop.create_task(self.retention.run(), name="radtrack-retention"))
         self.started = True
         self.notifier.notify("READY=1", self.status_line())
         logger.info(

@@ -17,6 +17,7 @@ from prometheus_client.core import (
 )
 
 from radtrack import gcpolicy
+from radtrack.accounting import Accountant
 from radtrack.api.app import GraphQLApp
 from radtrack.api.thread import ThreadedServer
 from radtrack.radsec import CLOSES, REFUSALS, RadsecIntake
@@ -38,6 +39,8 @@ class Observed(Protocol):
     def radsec(self) -> RadsecIntake | None: ...
     @property
     def index(self) -> SessionIndex: ...
+    @property
+    def accountant(self) -> Accountant: ...
     @property
     def store(self) -> Store: ...
     @property
@@ -147,6 +150,17 @@ class DaemonCollector:
         for nas, count in sorted(daemon.index.per_nas.items()):
             per_nas.add_metric([nas], count)
         yield per_nas
+        accountant = daemon.accountant
+        yield CounterMetricFamily(
+            "radtrack_sessions_started",
+            "Sessions that came online here: a Start, or an Interim of a session not seen before.",
+            value=accountant.sessions_opened,
+        )
+        yield CounterMetricFamily(
+            "radtrack_sessions_ended",
+            "Sessions that went offline here: a Stop, an Accounting-On/Off, the stale rule.",
+            value=accountant.sessions_closed,
+        )
         yield GaugeMetricFamily(
             "radtrack_gc_frozen_objects",
             "Objects the cyclic GC no longer scans (radtrack/gcpolicy.py); follows the sessions.",

@@ -465,6 +465,12 @@ class AccountingModel(RuleBasedStateMachine):
         assert self.index.per_nas == self.plain_index.per_nas
 
     @invariant()
+    def openings_and_closings_add_up(self) -> None:
+        # the counts the dashboard's plots and the metrics read: every opening and closing
+        for accountant, index in ((self.accountant, self.index), (self.plain, self.plain_index)):
+            assert accountant.sessions_opened - accountant.sessions_closed == len(index)
+
+    @invariant()
     def sessions_match_the_model(self) -> None:
         expected = self.expected()
         live = self.live()

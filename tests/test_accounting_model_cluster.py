@@ -70,6 +70,11 @@ class TwoNodeModel(AccountingModel):
     def the_fast_path_holds_what_the_plain_rules_hold(self) -> None:
         pass
 
+    # a node counts the sessions its own packets and timers open and close, not those its
+    # peer's rows bring (Accountant.reload): the two add up to the online set of neither
+    def openings_and_closings_add_up(self) -> None:
+        pass
+
     def nodes(self) -> tuple[Accountant, Accountant]:
         return (self.other, self.accountant) if self.on_other else (self.accountant, self.other)
 

@@ -298,7 +298,7 @@ async def test_retention_prunes_only_old_closed_sessions(rig: RigFactory) -> Non
     await r.start("recent", "900", now - 10 * day)
     await r.stop("recent", "900", now - 10 * day + 60)
     await r.start("ancient-but-open", "900", now - 50 * day)
-    assert await r.daemon.prune_history(now=now) == 1
+    assert await r.daemon.retention.prune(now=now) == 1
     reply = await r.graphql(HISTORY, u=900, first=10)
     names = [s["sessionId"] for s in reply.json()["data"]["sessionHistory"]["sessions"]]
     assert names == ["recent", "ancient-but-open"]

@@ -73,6 +73,21 @@ async def test_metrics_parse_and_move_with_packets(daemon: Daemon, dictionary: A
     assert after[("radtrack_api_errors_total", (("code", "UNAUTHENTICATED"),))] == 1
     labels = {value for (_, pairs) in after for _, value in pairs}
     assert not labels & {"31337", "metrics-1"}
+    assert after[("radtrack_sessions_started_total", ())] == 1
+    assert after[("radtrack_sessions_ended_total", ())] == 0
+    stop = acct_packet(
+        dictionary,
+        User_Name="31337",
+        Acct_Status_Type="Stop",
+        Acct_Session_Id="metrics-1",
+        NAS_IP_Address="192.0.2.1",
+    )
+    assert await send_pyrad(udp_port(daemon), stop, dictionary=dictionary) is not None
+    assert await send_pyrad(udp_port(daemon), stop, dictionary=dictionary) is not None
+    stopped = await scrape(daemon)
+    assert stopped[("radtrack_sessions_started_total", ())] == 1
+    assert stopped[("radtrack_sessions_ended_total", ())] == 1  # the repeated Stop: no change
+    assert stopped[("radtrack_sessions_online", ())] == 0
 
 
 METRICS_TOKEN = "prometheus-scrape-token-0123456789"

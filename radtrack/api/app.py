@@ -199,7 +199,7 @@ class GraphQLApp:
                 send, 405, error_body(ErrorCode.BAD_REQUEST, message), [(b"allow", b"GET")]
             )
             return
-        await _send(send, 200, headers, body)
+        await _send(send, 200, headers, body, cache=None)  # the headers carry their own
 
     async def _health(self, scope: Scope, send: Send, body: dict[str, Any], *, ok: bool) -> None:
         if scope["method"] not in ("GET", "HEAD"):
@@ -231,7 +231,10 @@ async def send_json(
     await _send(send, status, [(b"content-type", b"application/json"), *headers], body)
 
 
-async def _send(send: Send, status: int, headers: Headers, body: bytes) -> None:
+async def _send(
+    send: Send, status: int, headers: Headers, body: bytes, cache: bytes | None = b"no-store"
+) -> None:
+    """A whole response; ``cache`` None: ``headers`` have a Cache-Control of their own."""
     await send(
         {
             "type": "http.response.start",
@@ -239,7 +242,7 @@ async def _send(send: Send, status: int, headers: Headers, body: bytes) -> None:
             "headers": [
                 *headers,
                 (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
+                *(() if cache is None else ((b"cache-control", cache),)),
                 (b"x-content-type-options", b"nosniff"),
             ],
         }

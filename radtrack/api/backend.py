@@ -11,6 +11,7 @@ from typing import Protocol
 from radtrack.model import Session, User
 from radtrack.radius.disconnect import DisconnectResult
 from radtrack.store.index import SessionIndex, UserDirectory
+from radtrack.trend import SessionTrend
 
 
 class Backend(Protocol):
@@ -22,6 +23,11 @@ class Backend(Protocol):
     @property
     def users(self) -> UserDirectory:
         """User ids to owning resellers (read only for the API; written by upsert_users)."""
+        ...
+
+    @property
+    def trend(self) -> SessionTrend:
+        """The last hour of the live state (read only for the API: ``read`` copies it)."""
         ...
 
     async def upsert_users(self, users: list[User]) -> None:

@@ -1,9 +1,15 @@
-"""The dashboard (issue #8): a small page served by radtrack itself, and the ``stats`` query.
+"""The dashboard (issues #8, #17): a page served by radtrack itself, ``stats`` and
+``sessionTrend``.
 
-GET / (or /dashboard) serves static/dashboard.html, which loads dashboard.js and dashboard.css
-from this origin: no CDN, no build step. The page asks for an API token and keeps it in the
-browser's sessionStorage only; it reads with POST /graphql (stats, getOnlineSessions) and follows
-the live feed over the WebSocket at /graphql (graphql-transport-ws, in dashboard.js).
+GET / (or /dashboard) serves static/dashboard.html, which loads dashboard.js, dashboard-plots.js
+and dashboard.css from this origin, and the plotting library vendored in static/vendor/uplot/
+(its README says what, from where and why): no CDN, no build step. The page asks for an API
+token and keeps it in the browser's sessionStorage only; it reads with POST /graphql (stats,
+sessionTrend, getOnlineSessions, deviceLimit), ends sessions with disconnectSession after a
+confirmation, and follows the live feed over the WebSocket at /graphql (graphql-transport-ws,
+in dashboard.js). Its search by session id or framed IP filters what the page holds (the
+searched user's sessions, the feed): the server has no index by either, and a scan of every
+session per keystroke is not what a dashboard should cost.
 
 While one of the public example tokens of config.example.toml is configured, the page says so
 and shows it (what a first user types); the page never carries any other token, and the script
@@ -13,9 +19,11 @@ connection_init message).
 The Content-Security-Policy allows scripts, styles and connections to this origin only (no inline
 script or style at all), and nothing may frame the page.
 
-``stats`` counts every online session, so it is for admin tokens only: a reseller gets FORBIDDEN
-(its own totals would need a scan of the users table per request; the page then shows the
-reseller its searched users and their live events only).
+``stats`` and ``sessionTrend`` (the plots: radtrack/trend.py) count every online session, per
+NAS, so they are for admin tokens only: a reseller gets FORBIDDEN (its own totals would need a
+scan of the users table per request, and the per-NAS series would show other resellers'
+activity on a shared NAS). The page then shows the reseller no totals and no plots: its
+searched users, their sessions, device counts and live events only.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from ariadne import QueryType
 from graphql import GraphQLResolveInfo
 
 from radtrack.api.access import require_admin
+from radtrack.trend import series
 
 STATIC = Path(__file__).with_name("static")
 
@@ -42,12 +51,25 @@ SECURITY_HEADERS = (
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
 )
-# path -> (file under static/, Content-Type)
+# Our own files may change with any upgrade: never cached. The vendored plotting library
+# (static/vendor/uplot/README.md) has its version in its URL, so a browser may keep it.
+NO_STORE = b"no-store"
+IMMUTABLE = b"public, max-age=31536000, immutable"
+UPLOT_VERSION = "1.6.32"
+UPLOT = f"/vendor/uplot-{UPLOT_VERSION}"
+# path -> (file under static/, Content-Type, Cache-Control)
 ROUTES = {
-    "/": ("dashboard.html", b"text/html; charset=utf-8"),
-    "/dashboard": ("dashboard.html", b"text/html; charset=utf-8"),
-    "/dashboard.js": ("dashboard.js", b"text/javascript; charset=utf-8"),
-    "/dashboard.css": ("dashboard.css", b"text/css; charset=utf-8"),
+    "/": ("dashboard.html", b"text/html; charset=utf-8", NO_STORE),
+    "/dashboard": ("dashboard.html", b"text/html; charset=utf-8", NO_STORE),
+    "/dashboard.js": ("dashboard.js", b"text/javascript; charset=utf-8", NO_STORE),
+    "/dashboard-plots.js": ("dashboard-plots.js", b"text/javascript; charset=utf-8", NO_STORE),
+    "/dashboard.css": ("dashboard.css", b"text/css; charset=utf-8", NO_STORE),
+    f"{UPLOT}/uPlot.iife.min.js": (
+        "vendor/uplot/uPlot.iife.min.js",
+        b"text/javascript; charset=utf-8",
+        IMMUTABLE,
+    ),
+    f"{UPLOT}/uPlot.min.css": ("vendor/uplot/uPlot.min.css", b"text/css; charset=utf-8", IMMUTABLE),
 }
 
 
@@ -63,13 +85,15 @@ Page = tuple[tuple[tuple[bytes, bytes], ...], bytes]
 
 
 class StaticFiles:
-    """The dashboard's files, read once at start-up: path -> (headers, body)."""
+    """The dashboard's files, read once at start-up: path -> (headers, body); the headers
+    carry their Cache-Control."""
 
     def __init__(self, directory: Path = STATIC) -> None:
         self.files: dict[str, Page] = {}
-        for path, (name, content_type) in ROUTES.items():
+        for path, (name, content_type, cache) in ROUTES.items():
             body = (directory / name).read_bytes()
-            self.files[path] = (((b"content-type", content_type), *SECURITY_HEADERS), body)
+            headers = ((b"content-type", content_type), (b"cache-control", cache))
+            self.files[path] = ((*headers, *SECURITY_HEADERS), body)
         assert all(HINT_SLOT in self.files[path][1] for path in ("/", "/dashboard"))
 
     def get(self, path: str, example_token: str | None = None) -> Page | None:
@@ -94,6 +118,13 @@ def resolve_stats(_: None, info: GraphQLResolveInfo) -> dict[str, Any]:
         "online": len(index),
         "by_nas": [{"nas_name": name, "online": count} for name, count in by_nas],
     }
+
+
+@query.field("sessionTrend")
+def resolve_session_trend(_: None, info: GraphQLResolveInfo) -> dict[str, Any]:
+    # per-NAS counts of every reseller's sessions: admin only, like stats
+    trend = require_admin(info, "sessionTrend needs an admin token").backend.trend
+    return series(trend.read(), trend.interval)
 
 
 bindables = (query,)

@@ -55,6 +55,8 @@ class ApiSettings:
     # HTTP connections (api/guard.py): seconds to send a whole request, and how many at once
     request_timeout: float = 10.0
     max_connections: int = 1_000
+    # seconds between the samples of the dashboard's plots (radtrack/trend.py keeps an hour)
+    trend_interval: float = 10.0
     # GET /metrics: b"" leaves it open; else the SHA-256 of the bearer token it requires
     metrics_token_sha256: bytes = field(default=b"", repr=False)
 

@@ -12,7 +12,8 @@ What crosses between the two loops, and how:
   the GIL: each is a dict lookup or a walk of a user's chain of sessions, which ingest only
   ever links at its head (``next_of_user`` always points to an older session, so a walk ends,
   and one that meets a session moved or closed meanwhile filters it out by its fields:
-  ``SessionIndex.for_user``).
+  ``SessionIndex.for_user``). So does the dashboard's trend (``SessionTrend.read`` copies
+  the ring the ingest loop appends to).
 - Everything that writes, or that uses what the ingest loop owns (the store's connections, the
   Disconnect client's socket, the metrics' view of the service), runs there:
   ``HomeBackend`` sends those calls to the ingest loop and awaits them from the API loop.
@@ -39,6 +40,7 @@ from radtrack.api.server import EmbeddedServer
 from radtrack.model import Session, User
 from radtrack.radius.disconnect import DisconnectResult
 from radtrack.store.index import SessionIndex, UserDirectory
+from radtrack.trend import SessionTrend
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +137,10 @@ class HomeBackend:
     @property
     def users(self) -> UserDirectory:
         return self._backend.users
+
+    @property
+    def trend(self) -> SessionTrend:
+        return self._backend.trend  # sampled on the ingest loop; read copies (trend.py)
 
     @property
     def history_page_max(self) -> int:
