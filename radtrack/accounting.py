@@ -228,13 +228,6 @@ class Accountant:
         return session
 
     def _new(self, sid: str, request: AccountingRequest, start_time: float) -> Session:
-        user_name = request.user_name
-        user_id = self.users.resolve(user_name, request.class_hex)
-        if user_id is not None:
-            # the user's other sessions have the same name and id, mostly: share them
-            other = self.index.one_of_user(user_id)
-            if other is not None and other.user_name == user_name:
-                user_name, user_id = other.user_name, other.user_id
         session = Session(
             sid,
             request.nas_key,
@@ -244,8 +237,8 @@ class Accountant:
             start_time,
             request.event_time,
             class_hex=request.class_hex,
-            user_name=user_name,
-            user_id=user_id,
+            user_name=request.user_name,
+            user_id=self.users.resolve(request.user_name, request.class_hex),  # add_online shares
         )
         self._merge_attributes(session, request)
         _take_counters(session, request)
