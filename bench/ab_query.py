@@ -73,11 +73,19 @@ def main() -> None:
             seen[tree].append(float(q["latency_p99_ms"]))
             print(
                 json.dumps(
-                    {"round": r, "tree": tree, "load": os.getloadavg()[0],
-                     "p50": q["latency_p50_ms"], "p99": q["latency_p99_ms"],
-                     "max": q["latency_max_ms"], "rps": q["requests_per_s"],
-                     "errors": q["errors"], "acked": fed["acked_per_s"], "lost": fed["lost"],
-                     "ack_p99": fed["latency_p99_ms"]}  # fmt: skip
+                    {
+                        "round": r,
+                        "tree": tree,
+                        "load": os.getloadavg()[0],
+                        "p50": q["latency_p50_ms"],
+                        "p99": q["latency_p99_ms"],
+                        "max": q["latency_max_ms"],
+                        "rps": q["requests_per_s"],
+                        "errors": q["errors"],
+                        "acked": fed["acked_per_s"],
+                        "lost": fed["lost"],
+                        "ack_p99": fed["latency_p99_ms"],
+                    }  # fmt: skip
                 ),
                 flush=True,
             )
