@@ -93,8 +93,9 @@ def main() -> None:
     if args.interim:
         for i, request in enumerate(requests(args.sessions)):
             built.handle(interim(request, i))
-    table = built.shared._table
-    ingest = breakdown(built.index, {"shared strings table": [table]})
+    tables = {"shared strings table": [built.shared._table]}
+    tables["start times table"] = [built.start_times._table]
+    ingest = breakdown(built.index, tables)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "fields.db"
         write_db(db, built)

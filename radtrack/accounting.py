@@ -14,6 +14,7 @@ state as the clean sequence.
 from __future__ import annotations
 
 import bisect
+from typing import Generic, TypeVar
 
 from radtrack.model import (
     KEY_LENGTH,
@@ -44,23 +45,26 @@ REBOOTS_KEPT = 8
 START_JITTER = 1.0
 SESSION_TIME_SKEW = 60
 
+_T = TypeVar("_T")
 
-class SharedStrings:
-    """Equal strings that many sessions hold (Called-Station-Id, NAS-Port-Id, ...) kept as one
-    object: a direct-mapped table of the strings seen last, ``slots`` of them (a power of 2).
-    Bounded, with no bookkeeping: a string whose slot another one took is simply not shared."""
 
-    def __init__(self, slots: int = 1 << 14) -> None:
-        self._table: list[str | None] = [None] * slots
+class SharedValues(Generic[_T]):
+    """Equal values that many sessions hold (Called-Station-Id, NAS-Port-Id, start times...)
+    kept as one object: a direct-mapped table of the values seen last, ``slots`` of them (a
+    power of 2). Bounded, with no bookkeeping: a value whose slot another one took is simply
+    not shared."""
+
+    def __init__(self, slots: int) -> None:
+        self._table: list[_T | None] = [None] * slots
         self._mask = slots - 1
 
-    def share(self, text: str) -> str:
-        slot = hash(text) & self._mask
+    def share(self, value: _T) -> _T:
+        slot = hash(value) & self._mask
         known = self._table[slot]
-        if known == text:
+        if known == value:
             return known
-        self._table[slot] = text
-        return text
+        self._table[slot] = value
+        return value
 
 
 class Accountant:
@@ -87,8 +91,14 @@ class Accountant:
         self._scan_at = 0
         self._reboots: dict[str, list[tuple[float, CloseReason]]] = {}  # nas_key -> sorted
         # a decoded packet's strings are its own; a session keeps shared ones instead (memory:
-        # docs/performance.md), and an Interim's equal value leaves the session's in place
-        self.shared = SharedStrings()
+        # docs/performance.md), and an Interim's equal value leaves the session's in place.
+        # 2 MiB: 65,536 Calling-Station-Ids and 4,000 NAS-Port-Ids over 1,000,000 sessions
+        # (bench/memory.py) are then ~80 % shared, ~60 bytes a session less than none
+        self.shared: SharedValues[str] = SharedValues(1 << 18)
+        # start times, whole seconds from Event-Timestamp mostly: their hash is their value,
+        # so a second's sessions share one float and 1 MiB covers 36 hours without a
+        # collision (32 bytes a session, less what a second's sessions share)
+        self.start_times: SharedValues[float] = SharedValues(1 << 17)
 
     # -- packets ---------------------------------------------------------------------------
     def handle(self, request: AccountingRequest) -> list[SessionChange]:
@@ -110,10 +120,11 @@ class Accountant:
         seen = request.received_at or request.event_time
         for change in changes:
             session = change.session
-            # never backwards: a late Start (older event time) is no news of the session
-            session.last_seen = (
-                seen if change.kind is ChangeKind.STARTED else max(session.last_seen, seen)
-            )
+            # never backwards: a late Start (older event time) is no news of the session; an
+            # equal time keeps its object, often last_update's (a float less: 32 bytes)
+            last_seen = session.last_seen
+            if seen > last_seen or (seen < last_seen and change.kind is ChangeKind.STARTED):
+                session.last_seen = seen
         return changes
 
     def _update(self, session: Session, request: AccountingRequest) -> list[SessionChange]:
@@ -228,6 +239,8 @@ class Accountant:
         return session
 
     def _new(self, sid: str, request: AccountingRequest, start_time: float) -> Session:
+        start_time = self.start_times.share(start_time)
+        last_update = start_time if request.event_time == start_time else request.event_time
         session = Session(
             sid,
             request.nas_key,
@@ -235,7 +248,7 @@ class Accountant:
             request.nas_ip,
             request.session_id,
             start_time,
-            request.event_time,
+            last_update,
             class_hex=request.class_hex,
             user_name=request.user_name,
             user_id=self.users.resolve(request.user_name, request.class_hex),  # add_online shares
@@ -254,9 +267,9 @@ class Accountant:
             session.nas_port_id = self.shared.share(value)
         if request.nas_port_type is not None:
             session.nas_port_type = request.nas_port_type
-        value = request.calling_station_id  # per device: seldom shared by sessions
+        value = request.calling_station_id  # per device, or per NAT address
         if value is not None and value != session.calling_station_id:
-            session.calling_station_id = value
+            session.calling_station_id = self.shared.share(value)
         value = request.called_station_id
         if value is not None and value != session.called_station_id:
             session.called_station_id = self.shared.share(value)
