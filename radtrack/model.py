@@ -243,7 +243,8 @@ class Session:
         return self.stop_time is None
 
     def row(self) -> tuple[object, ...]:
-        """A snapshot in SESSION_COLUMNS order, safe to hand to the writer thread."""
+        """A snapshot in SESSION_COLUMNS order, safe to hand to the writer thread
+        (``start_seen`` a bool: SQLite stores 1, PostgreSQL's column is a boolean)."""
         return (
             self.id,
             self.nas_key,
@@ -270,7 +271,7 @@ class Session:
             self.output_packets,
             self.session_time,
             self.interim_interval,
-            int(self.start_seen),
+            self.start_seen,
         )
 
     @classmethod
