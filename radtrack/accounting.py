@@ -229,8 +229,8 @@ class Accountant:
         return request.event_time < session.start_time - slack
 
     def _new_incarnation(self, key: str, request: AccountingRequest, start_time: float) -> Session:
-        """A session of ``key`` first seen now: the key's first (its id is the key) or one
-        more (filed among its incarnations)."""
+        """A session of ``key`` first seen now (by ``request``, its Start or not): the key's
+        first (its id is the key) or one more (filed among its incarnations)."""
         index = self.index
         if index.find(key) is None and key not in index.lineages:
             return self._new(key, request, start_time)  # the key's first: the key is its id
@@ -252,6 +252,8 @@ class Accountant:
             class_hex=request.class_hex,
             user_name=request.user_name,
             user_id=self.users.resolve(request.user_name, request.class_hex),  # add_online shares
+            connect_info_start=request.connect_info if request.status is _START else None,
+            start_seen=request.status is _START,
         )
         self._merge_attributes(session, request)
         _take_counters(session, request)
@@ -295,17 +297,14 @@ class Accountant:
         session = self._place(key, request)
         if session is None:
             session = self._new_incarnation(key, request, request.event_time)
-            session.start_seen = True
-            session.connect_info_start = request.connect_info
             return self._open_unless_rebooted(session)
         if session.start_seen:
             return []  # a duplicate Start: nothing new
         if request.event_time < session.start_time - SESSION_TIME_SKEW:
             return []  # long before the start its packets imply: an earlier session's
         # the Start arrives after an Interim or a Stop of the same session: it knows the start
-        session.start_seen = True
+        session.start_arrived(request.connect_info)
         session.start_time = request.event_time
-        session.connect_info_start = request.connect_info
         self._merge(session, request)
         return [SessionChange(ChangeKind.UPDATED, session)]  # never reopens a closed session
 

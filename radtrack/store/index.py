@@ -182,7 +182,8 @@ class SessionIndex:
         if self._closed:
             self._closed.pop(session.id, None)  # reopened (stale): no longer takes a closed slot
         per_nas = self.per_nas
-        per_nas[session.nas_name] = per_nas.get(session.nas_name, 0) + 1
+        nas_name = session.origin.nas_name  # Session.nas_name is a property: a call
+        per_nas[nas_name] = per_nas.get(nas_name, 0) + 1
         user_id = session.user_id
         if user_id is not None:
             head = self._by_user.get(user_id)
@@ -250,18 +251,20 @@ class SessionIndex:
             self._unlink(session)
         session.user_id = user_id
         if online:
-            self.per_nas[session.nas_name] = self.per_nas.get(session.nas_name, 0) + 1
+            nas_name = session.origin.nas_name
+            self.per_nas[nas_name] = self.per_nas.get(nas_name, 0) + 1
             if user_id is not None:
                 session.next_of_user = self._by_user.get(user_id)
                 self._by_user[user_id] = session
 
     def _unlink(self, session: Session) -> None:
         self.relinks += 1
-        count = self.per_nas[session.nas_name] - 1
+        nas_name = session.origin.nas_name
+        count = self.per_nas[nas_name] - 1
         if count > 0:
-            self.per_nas[session.nas_name] = count
+            self.per_nas[nas_name] = count
         else:
-            del self.per_nas[session.nas_name]
+            del self.per_nas[nas_name]
         user_id = session.user_id
         if user_id is not None:
             head = self._by_user.get(user_id)

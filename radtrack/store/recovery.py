@@ -15,22 +15,22 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from radtrack.model import SESSION_COLUMNS, Session, User
+from radtrack.model import SESSION_COLUMNS, Session, User, origin_of
 
 # Columns that take few distinct values across sessions (the NAS's own, the port type, the
 # interval...): SQLite hands them over as one JSON array per row (text, integers and nulls, which
 # JSON carries exactly), decoded once per distinct array. Fewer columns to convert per row, and
-# one lookup instead of ten.
+# one lookup instead of ten. The last four are a Session's origin.
 _GROUPED = (
     "nas_key",
-    "nas_name",
-    "nas_ip",
     "nas_port_type",
     "called_station_id",
-    "connect_info_start",
     "terminate_cause",
     "close_reason",
     "interim_interval",
+    "nas_name",
+    "nas_ip",
+    "connect_info_start",
     "start_seen",
 )
 # the other columns, in the order _Shared.sessions unpacks them
@@ -131,12 +131,13 @@ class _Shared:
         self.start_times: dict[float, float] = {}
 
     def group(self, text: str) -> tuple[Any, ...]:
-        """The values of _GROUPED in one row, from their JSON array (new to this recovery)."""
+        """The values of _GROUPED in one row, from their JSON array (new to this recovery),
+        the last four as one Origin."""
         values = cast(list[Any], json.loads(text))
         shared = self.values.setdefault
-        values[:-1] = [shared(value, value) for value in values[:-1]]
-        values[-1] = bool(values[-1])  # start_seen
-        self.groups[text] = grouped = tuple(values)
+        values = [shared(value, value) for value in values[:-1]] + [bool(values[-1])]
+        origin = origin_of(*values[-4:])
+        self.groups[text] = grouped = (*values[:-4], origin)
         return grouped
 
     def sessions(self, rows: Iterable[Any]) -> Iterator[Session]:
@@ -169,15 +170,12 @@ class _Shared:
             session = new(Session)
             (
                 session.nas_key,
-                session.nas_name,
-                session.nas_ip,
                 session.nas_port_type,
                 session.called_station_id,
-                session.connect_info_start,
                 session.terminate_cause,
                 session.close_reason,
                 session.interim_interval,
-                session.start_seen,
+                session.origin,
             ) = groups(grouped) or self.group(grouped)
             session.id = id_
             session.session_id = session_id
