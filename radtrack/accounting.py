@@ -14,7 +14,6 @@ state as the clean sequence.
 from __future__ import annotations
 
 import bisect
-from typing import Generic, TypeVar
 
 from radtrack.model import (
     KEY_LENGTH,
@@ -27,6 +26,7 @@ from radtrack.model import (
     incarnation_id,
     session_key,
 )
+from radtrack.shared import SharedValues
 from radtrack.store.index import SessionIndex, UserDirectory
 
 _INTERIM_UPDATE, _START, _STOP = StatusType.INTERIM_UPDATE, StatusType.START, StatusType.STOP
@@ -44,27 +44,6 @@ REBOOTS_KEPT = 8
 # its event time by seconds (the NAS counts from the link coming up).
 START_JITTER = 1.0
 SESSION_TIME_SKEW = 60
-
-_T = TypeVar("_T")
-
-
-class SharedValues(Generic[_T]):
-    """Equal values that many sessions hold (Called-Station-Id, NAS-Port-Id, start times...)
-    kept as one object: a direct-mapped table of the values seen last, ``slots`` of them (a
-    power of 2). Bounded, with no bookkeeping: a value whose slot another one took is simply
-    not shared."""
-
-    def __init__(self, slots: int) -> None:
-        self._table: list[_T | None] = [None] * slots
-        self._mask = slots - 1
-
-    def share(self, value: _T) -> _T:
-        slot = hash(value) & self._mask
-        known = self._table[slot]
-        if known == value:
-            return known
-        self._table[slot] = value
-        return value
 
 
 class Accountant:
@@ -375,8 +354,7 @@ class Accountant:
     def _finish(self, session: Session, request: AccountingRequest) -> None:
         session.stop_time = request.event_time
         session.last_update = max(session.last_update, request.event_time)
-        session.terminate_cause = request.terminate_cause
-        session.close_reason = CloseReason.STOP
+        session.set_ending(CloseReason.STOP, request.terminate_cause)
         self._merge(session, request)
         _take_counters(session, request)
 
@@ -415,8 +393,7 @@ class Accountant:
     def _close_by_reboot(self, session: Session, reboot: tuple[float, CloseReason]) -> None:
         at, reason = reboot
         session.stop_time = at
-        session.terminate_cause = NAS_REBOOT
-        session.close_reason = reason
+        session.set_ending(reason, NAS_REBOOT)
         session.session_time = max(session.session_time, int(at - session.start_time))
 
     def _open_unless_rebooted(self, session: Session) -> list[SessionChange]:

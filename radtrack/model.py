@@ -12,6 +12,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from radtrack.shared import NOT_ENDED, ending_of, origin_of
+
 
 class StatusType(enum.IntEnum):
     """Acct-Status-Type values radtrack acts on (RFC 2866 §5.1)."""
@@ -136,41 +138,12 @@ SESSION_COLUMNS: tuple[str, ...] = (
 )
 
 
-class Origin(NamedTuple):
-    """How a session began: the name and address of its NAS, the Connect-Info of its Start and
-    whether that Start arrived. Most sessions of a NAS have the same, so they share one object
-    (origin_of) instead of four slots each: a Session of 26 slots and its GC header take 240
-    bytes, of 29 slots 272 (bench/memory_fields.py). Where Connect-Info differs per session,
-    each has an Origin of its own, 48 bytes more than the four slots were."""
-
-    nas_name: str
-    nas_ip: str
-    connect_info_start: str | None
-    start_seen: bool
-
-
-_ORIGINS: dict[tuple[object, ...], Origin] = {}
-_new_tuple = tuple.__new__  # an Origin from a tuple in C (a NamedTuple's __new__ is Python code)
-
-
-def origin_of(
-    nas_name: str, nas_ip: str, connect_info_start: str | None, start_seen: bool
-) -> Origin:
-    """The Origin of these values that sessions share (a new one, the first time)."""
-    fields = (nas_name, nas_ip, connect_info_start, start_seen)
-    shared = _ORIGINS.get(fields)  # a tuple equals the Origin of the same fields
-    if shared is None:
-        shared = _new_tuple(Origin, fields)
-        if len(_ORIGINS) < 65_536:  # a Connect-Info per session: never grow without bound
-            _ORIGINS[fields] = shared
-    return shared
-
-
 class Session:
     """The live record of one session (open, or closed and kept as history).
 
     Slotted and plain, because a million of these live in memory (docs/performance.md); the
-    fields that are the same for most sessions of a NAS and rarely read are in ``origin``.
+    fields that are the same for most sessions and no Interim reads are in ``origin`` and
+    ``ending`` (radtrack/shared.py; properties give them by name).
     """
 
     __slots__ = (
@@ -189,15 +162,13 @@ class Session:
         "start_time",
         "last_update",
         "stop_time",
-        "terminate_cause",
-        "close_reason",
+        "ending",
         "input_octets",
         "output_octets",
         "input_packets",
         "output_packets",
         "session_time",
         "interim_interval",
-        "disconnecting",
         "last_seen",
         "next_of_user",
     )
@@ -234,8 +205,7 @@ class Session:
     ) -> None:
         self.id = id
         self.nas_key = nas_key
-        fields = (nas_name, nas_ip, connect_info_start, start_seen)
-        self.origin = _ORIGINS.get(fields) or origin_of(*fields)  # no call when known
+        self.origin = origin_of(nas_name, nas_ip, connect_info_start, start_seen)
         self.session_id = session_id
         self.class_hex = class_hex
         self.user_name = user_name
@@ -248,15 +218,17 @@ class Session:
         self.start_time = start_time
         self.last_update = last_update
         self.stop_time = stop_time
-        self.terminate_cause = terminate_cause
-        self.close_reason = close_reason
+        self.ending = (
+            NOT_ENDED
+            if close_reason is None and terminate_cause is None
+            else ending_of(close_reason, terminate_cause, False)
+        )
         self.input_octets = input_octets
         self.output_octets = output_octets
         self.input_packets = input_packets
         self.output_packets = output_packets
         self.session_time = session_time
         self.interim_interval = interim_interval
-        self.disconnecting = False
         # when radtrack last heard of it (its clock, not the NAS's): the stale rule uses this,
         # so a NAS whose clock is off, or a backlog of old packets, does not look stale at once
         self.last_seen = last_update
@@ -301,6 +273,38 @@ class Session:
     def start_seen(self, value: bool) -> None:
         self.origin = origin_of(*self.origin._replace(start_seen=value))
 
+    # the fields of ``ending``, likewise
+    @property
+    def close_reason(self) -> str | None:
+        return self.ending.close_reason
+
+    @close_reason.setter
+    def close_reason(self, value: str | None) -> None:
+        _, terminate_cause, disconnecting = self.ending
+        self.ending = ending_of(value, terminate_cause, disconnecting)
+
+    @property
+    def terminate_cause(self) -> str | None:
+        return self.ending.terminate_cause
+
+    @terminate_cause.setter
+    def terminate_cause(self, value: str | None) -> None:
+        close_reason, _, disconnecting = self.ending
+        self.ending = ending_of(close_reason, value, disconnecting)
+
+    @property
+    def disconnecting(self) -> bool:
+        return self.ending.disconnecting
+
+    @disconnecting.setter
+    def disconnecting(self, value: bool) -> None:
+        close_reason, terminate_cause, _ = self.ending
+        self.ending = ending_of(close_reason, terminate_cause, value)
+
+    def set_ending(self, close_reason: str, terminate_cause: str | None) -> None:
+        """close_reason and terminate_cause at once (one Ending looked up, not two)."""
+        self.ending = ending_of(close_reason, terminate_cause, self.ending.disconnecting)
+
     def start_arrived(self, connect_info: str | None) -> None:
         """Its Accounting-Request Start came, with this Connect-Info (start_seen and
         connect_info_start set at once: one Origin looked up, not two)."""
@@ -311,6 +315,7 @@ class Session:
         """A snapshot in SESSION_COLUMNS order, safe to hand to the writer thread
         (``start_seen`` a bool: SQLite stores 1, PostgreSQL's column is a boolean)."""
         nas_name, nas_ip, connect_info_start, start_seen = self.origin
+        close_reason, terminate_cause, _ = self.ending
         return (
             self.id,
             self.nas_key,
@@ -329,8 +334,8 @@ class Session:
             self.start_time,
             self.last_update,
             self.stop_time,
-            self.terminate_cause,
-            self.close_reason,
+            terminate_cause,
+            close_reason,
             self.input_octets,
             self.output_octets,
             self.input_packets,
@@ -363,8 +368,8 @@ class Session:
             session.start_time,
             session.last_update,
             session.stop_time,
-            session.terminate_cause,
-            session.close_reason,
+            terminate_cause,
+            close_reason,
             session.input_octets,
             session.output_octets,
             session.input_packets,
@@ -379,7 +384,7 @@ class Session:
             connect_info_start,  # type: ignore[arg-type]
             bool(start_seen),
         )
-        session.disconnecting = False
+        session.ending = ending_of(close_reason, terminate_cause, False)  # type: ignore[arg-type]
         session.last_seen = session.last_update
         session.next_of_user = None
         return session

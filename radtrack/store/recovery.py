@@ -15,19 +15,20 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from radtrack.model import SESSION_COLUMNS, Session, User, origin_of
+from radtrack.model import SESSION_COLUMNS, Session, User
+from radtrack.shared import ending_of, origin_of
 
 # Columns that take few distinct values across sessions (the NAS's own, the port type, the
 # interval...): SQLite hands them over as one JSON array per row (text, integers and nulls, which
 # JSON carries exactly), decoded once per distinct array. Fewer columns to convert per row, and
-# one lookup instead of ten. The last four are a Session's origin.
+# one lookup instead of ten. Then two become a Session's ending, the last four its origin.
 _GROUPED = (
     "nas_key",
     "nas_port_type",
     "called_station_id",
-    "terminate_cause",
-    "close_reason",
     "interim_interval",
+    "close_reason",
+    "terminate_cause",
     "nas_name",
     "nas_ip",
     "connect_info_start",
@@ -132,12 +133,12 @@ class _Shared:
 
     def group(self, text: str) -> tuple[Any, ...]:
         """The values of _GROUPED in one row, from their JSON array (new to this recovery),
-        the last four as one Origin."""
+        as a Session holds them: the first four, an Ending and an Origin."""
         values = cast(list[Any], json.loads(text))
         shared = self.values.setdefault
         values = [shared(value, value) for value in values[:-1]] + [bool(values[-1])]
-        origin = origin_of(*values[-4:])
-        self.groups[text] = grouped = (*values[:-4], origin)
+        ending = ending_of(values[4], values[5], False)
+        self.groups[text] = grouped = (*values[:4], ending, origin_of(*values[6:]))
         return grouped
 
     def sessions(self, rows: Iterable[Any]) -> Iterator[Session]:
@@ -172,9 +173,8 @@ class _Shared:
                 session.nas_key,
                 session.nas_port_type,
                 session.called_station_id,
-                session.terminate_cause,
-                session.close_reason,
                 session.interim_interval,
+                session.ending,
                 session.origin,
             ) = groups(grouped) or self.group(grouped)
             session.id = id_
@@ -197,7 +197,6 @@ class _Shared:
             session.input_packets = input_packets
             session.output_packets = output_packets
             session.session_time = session_time
-            session.disconnecting = False
             session.last_seen = last_update  # Accountant.restore sets the start-up time
             session.next_of_user = None
             yield session
