@@ -26,6 +26,7 @@ from radtrack.model import (
     incarnation_id,
     session_key,
 )
+from radtrack.shared import SharedValues
 from radtrack.store.index import SessionIndex, UserDirectory
 
 _INTERIM_UPDATE, _START, _STOP = StatusType.INTERIM_UPDATE, StatusType.START, StatusType.STOP
@@ -43,24 +44,6 @@ REBOOTS_KEPT = 8
 # its event time by seconds (the NAS counts from the link coming up).
 START_JITTER = 1.0
 SESSION_TIME_SKEW = 60
-
-
-class SharedStrings:
-    """Equal strings that many sessions hold (Called-Station-Id, NAS-Port-Id, ...) kept as one
-    object: a direct-mapped table of the strings seen last, ``slots`` of them (a power of 2).
-    Bounded, with no bookkeeping: a string whose slot another one took is simply not shared."""
-
-    def __init__(self, slots: int = 1 << 14) -> None:
-        self._table: list[str | None] = [None] * slots
-        self._mask = slots - 1
-
-    def share(self, text: str) -> str:
-        slot = hash(text) & self._mask
-        known = self._table[slot]
-        if known == text:
-            return known
-        self._table[slot] = text
-        return text
 
 
 class Accountant:
@@ -87,8 +70,14 @@ class Accountant:
         self._scan_at = 0
         self._reboots: dict[str, list[tuple[float, CloseReason]]] = {}  # nas_key -> sorted
         # a decoded packet's strings are its own; a session keeps shared ones instead (memory:
-        # docs/performance.md), and an Interim's equal value leaves the session's in place
-        self.shared = SharedStrings()
+        # docs/performance.md), and an Interim's equal value leaves the session's in place.
+        # 2 MiB: 65,536 Calling-Station-Ids and 4,000 NAS-Port-Ids over 1,000,000 sessions
+        # (bench/memory.py) are then ~80 % shared, ~60 bytes a session less than none
+        self.shared: SharedValues[str] = SharedValues(1 << 18)
+        # start times, whole seconds from Event-Timestamp mostly: their hash is their value,
+        # so a second's sessions share one float and 1 MiB covers 36 hours without a
+        # collision (32 bytes a session, less what a second's sessions share)
+        self.start_times: SharedValues[float] = SharedValues(1 << 17)
         # sessions this node's packets and timers brought online and took offline (a Start, an
         # Interim of a session not seen before; a Stop, a NAS reboot, the stale rule); not the
         # ones restored at start-up or applied from other nodes (metrics, radtrack/trend.py)
@@ -115,10 +104,11 @@ class Accountant:
         seen = request.received_at or request.event_time
         for change in changes:
             session = change.session
-            # never backwards: a late Start (older event time) is no news of the session
-            session.last_seen = (
-                seen if change.kind is ChangeKind.STARTED else max(session.last_seen, seen)
-            )
+            # never backwards: a late Start (older event time) is no news of the session; an
+            # equal time keeps its object, often last_update's (a float less: 32 bytes)
+            last_seen = session.last_seen
+            if seen > last_seen or (seen < last_seen and change.kind is ChangeKind.STARTED):
+                session.last_seen = seen
         return changes
 
     def _update(self, session: Session, request: AccountingRequest) -> list[SessionChange]:
@@ -223,8 +213,8 @@ class Accountant:
         return request.event_time < session.start_time - slack
 
     def _new_incarnation(self, key: str, request: AccountingRequest, start_time: float) -> Session:
-        """A session of ``key`` first seen now: the key's first (its id is the key) or one
-        more (filed among its incarnations)."""
+        """A session of ``key`` first seen now (by ``request``, its Start or not): the key's
+        first (its id is the key) or one more (filed among its incarnations)."""
         index = self.index
         if index.find(key) is None and key not in index.lineages:
             return self._new(key, request, start_time)  # the key's first: the key is its id
@@ -233,13 +223,8 @@ class Accountant:
         return session
 
     def _new(self, sid: str, request: AccountingRequest, start_time: float) -> Session:
-        user_name = request.user_name
-        user_id = self.users.resolve(user_name, request.class_hex)
-        if user_id is not None:
-            # the user's other sessions have the same name and id, mostly: share them
-            other = self.index.one_of_user(user_id)
-            if other is not None and other.user_name == user_name:
-                user_name, user_id = other.user_name, other.user_id
+        start_time = self.start_times.share(start_time)
+        last_update = start_time if request.event_time == start_time else request.event_time
         session = Session(
             sid,
             request.nas_key,
@@ -247,10 +232,12 @@ class Accountant:
             request.nas_ip,
             request.session_id,
             start_time,
-            request.event_time,
+            last_update,
             class_hex=request.class_hex,
-            user_name=user_name,
-            user_id=user_id,
+            user_name=request.user_name,
+            user_id=self.users.resolve(request.user_name, request.class_hex),  # add_online shares
+            connect_info_start=request.connect_info if request.status is _START else None,
+            start_seen=request.status is _START,
         )
         self._merge_attributes(session, request)
         _take_counters(session, request)
@@ -266,9 +253,9 @@ class Accountant:
             session.nas_port_id = self.shared.share(value)
         if request.nas_port_type is not None:
             session.nas_port_type = request.nas_port_type
-        value = request.calling_station_id  # per device: seldom shared by sessions
+        value = request.calling_station_id  # per device, or per NAT address
         if value is not None and value != session.calling_station_id:
-            session.calling_station_id = value
+            session.calling_station_id = self.shared.share(value)
         value = request.called_station_id
         if value is not None and value != session.called_station_id:
             session.called_station_id = self.shared.share(value)
@@ -294,17 +281,14 @@ class Accountant:
         session = self._place(key, request)
         if session is None:
             session = self._new_incarnation(key, request, request.event_time)
-            session.start_seen = True
-            session.connect_info_start = request.connect_info
             return self._open_unless_rebooted(session)
         if session.start_seen:
             return []  # a duplicate Start: nothing new
         if request.event_time < session.start_time - SESSION_TIME_SKEW:
             return []  # long before the start its packets imply: an earlier session's
         # the Start arrives after an Interim or a Stop of the same session: it knows the start
-        session.start_seen = True
+        session.start_arrived(request.connect_info)
         session.start_time = request.event_time
-        session.connect_info_start = request.connect_info
         self._merge(session, request)
         return [SessionChange(ChangeKind.UPDATED, session)]  # never reopens a closed session
 
@@ -374,8 +358,7 @@ class Accountant:
     def _finish(self, session: Session, request: AccountingRequest) -> None:
         session.stop_time = request.event_time
         session.last_update = max(session.last_update, request.event_time)
-        session.terminate_cause = request.terminate_cause
-        session.close_reason = CloseReason.STOP
+        session.set_ending(CloseReason.STOP, request.terminate_cause)
         self._merge(session, request)
         _take_counters(session, request)
 
@@ -413,8 +396,7 @@ class Accountant:
     def _close_by_reboot(self, session: Session, reboot: tuple[float, CloseReason]) -> None:
         at, reason = reboot
         session.stop_time = at
-        session.terminate_cause = NAS_REBOOT
-        session.close_reason = reason
+        session.set_ending(reason, NAS_REBOOT)
         session.session_time = max(session.session_time, int(at - session.start_time))
 
     def _open_unless_rebooted(self, session: Session) -> list[SessionChange]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from radtrack.errors import UsernameTaken
+from radtrack.shared import NOT_ENDED, ending_of, origin_of
 
 
 class StatusType(enum.IntEnum):
@@ -142,14 +143,15 @@ SESSION_COLUMNS: tuple[str, ...] = (
 class Session:
     """The live record of one session (open, or closed and kept as history).
 
-    Slotted and plain, because a million of these live in memory (docs/performance.md).
+    Slotted and plain, because a million of these live in memory (docs/performance.md); the
+    fields that are the same for most sessions and no Interim reads are in ``origin`` and
+    ``ending`` (radtrack/shared.py; properties give them by name).
     """
 
     __slots__ = (
         "id",
         "nas_key",
-        "nas_name",
-        "nas_ip",
+        "origin",
         "session_id",
         "class_hex",
         "user_name",
@@ -159,20 +161,16 @@ class Session:
         "calling_station_id",
         "called_station_id",
         "framed_ip",
-        "connect_info_start",
         "start_time",
         "last_update",
         "stop_time",
-        "terminate_cause",
-        "close_reason",
+        "ending",
         "input_octets",
         "output_octets",
         "input_packets",
         "output_packets",
         "session_time",
         "interim_interval",
-        "start_seen",
-        "disconnecting",
         "last_seen",
         "next_of_user",
     )
@@ -209,8 +207,7 @@ class Session:
     ) -> None:
         self.id = id
         self.nas_key = nas_key
-        self.nas_name = nas_name
-        self.nas_ip = nas_ip
+        self.origin = origin_of(nas_name, nas_ip, connect_info_start, start_seen)
         self.session_id = session_id
         self.class_hex = class_hex
         self.user_name = user_name
@@ -220,20 +217,20 @@ class Session:
         self.calling_station_id = calling_station_id
         self.called_station_id = called_station_id
         self.framed_ip = framed_ip
-        self.connect_info_start = connect_info_start
         self.start_time = start_time
         self.last_update = last_update
         self.stop_time = stop_time
-        self.terminate_cause = terminate_cause
-        self.close_reason = close_reason
+        self.ending = (
+            NOT_ENDED
+            if close_reason is None and terminate_cause is None
+            else ending_of(close_reason, terminate_cause, False)
+        )
         self.input_octets = input_octets
         self.output_octets = output_octets
         self.input_packets = input_packets
         self.output_packets = output_packets
         self.session_time = session_time
         self.interim_interval = interim_interval
-        self.start_seen = start_seen
-        self.disconnecting = False
         # when radtrack last heard of it (its clock, not the NAS's): the stale rule uses this,
         # so a NAS whose clock is off, or a backlog of old packets, does not look stale at once
         self.last_seen = last_update
@@ -245,13 +242,87 @@ class Session:
     def online(self) -> bool:
         return self.stop_time is None
 
+    # the fields of ``origin``; set one, and the session shares another Origin
+    @property
+    def nas_name(self) -> str:
+        return self.origin.nas_name
+
+    @nas_name.setter
+    def nas_name(self, value: str) -> None:
+        self.origin = origin_of(*self.origin._replace(nas_name=value))
+
+    @property
+    def nas_ip(self) -> str:
+        return self.origin.nas_ip
+
+    @nas_ip.setter
+    def nas_ip(self, value: str) -> None:
+        self.origin = origin_of(*self.origin._replace(nas_ip=value))
+
+    @property
+    def connect_info_start(self) -> str | None:
+        return self.origin.connect_info_start
+
+    @connect_info_start.setter
+    def connect_info_start(self, value: str | None) -> None:
+        self.origin = origin_of(*self.origin._replace(connect_info_start=value))
+
+    @property
+    def start_seen(self) -> bool:
+        return self.origin.start_seen
+
+    @start_seen.setter
+    def start_seen(self, value: bool) -> None:
+        self.origin = origin_of(*self.origin._replace(start_seen=value))
+
+    # the fields of ``ending``, likewise
+    @property
+    def close_reason(self) -> str | None:
+        return self.ending.close_reason
+
+    @close_reason.setter
+    def close_reason(self, value: str | None) -> None:
+        _, terminate_cause, disconnecting = self.ending
+        self.ending = ending_of(value, terminate_cause, disconnecting)
+
+    @property
+    def terminate_cause(self) -> str | None:
+        return self.ending.terminate_cause
+
+    @terminate_cause.setter
+    def terminate_cause(self, value: str | None) -> None:
+        close_reason, _, disconnecting = self.ending
+        self.ending = ending_of(close_reason, value, disconnecting)
+
+    @property
+    def disconnecting(self) -> bool:
+        return self.ending.disconnecting
+
+    @disconnecting.setter
+    def disconnecting(self, value: bool) -> None:
+        close_reason, terminate_cause, _ = self.ending
+        self.ending = ending_of(close_reason, terminate_cause, value)
+
+    def set_ending(self, close_reason: str, terminate_cause: str | None) -> None:
+        """close_reason and terminate_cause at once (one Ending looked up, not two)."""
+        self.ending = ending_of(close_reason, terminate_cause, self.ending.disconnecting)
+
+    def start_arrived(self, connect_info: str | None) -> None:
+        """Its Accounting-Request Start came, with this Connect-Info (start_seen and
+        connect_info_start set at once: one Origin looked up, not two)."""
+        nas_name, nas_ip, _, _ = self.origin
+        self.origin = origin_of(nas_name, nas_ip, connect_info, True)
+
     def row(self) -> tuple[object, ...]:
-        """A snapshot in SESSION_COLUMNS order, safe to hand to the writer thread."""
+        """A snapshot in SESSION_COLUMNS order, safe to hand to the writer thread
+        (``start_seen`` a bool: SQLite stores 1, PostgreSQL's column is a boolean)."""
+        nas_name, nas_ip, connect_info_start, start_seen = self.origin
+        close_reason, terminate_cause, _ = self.ending
         return (
             self.id,
             self.nas_key,
-            self.nas_name,
-            self.nas_ip,
+            nas_name,
+            nas_ip,
             self.session_id,
             self.class_hex,
             self.user_name,
@@ -261,19 +332,19 @@ class Session:
             self.calling_station_id,
             self.called_station_id,
             self.framed_ip,
-            self.connect_info_start,
+            connect_info_start,
             self.start_time,
             self.last_update,
             self.stop_time,
-            self.terminate_cause,
-            self.close_reason,
+            terminate_cause,
+            close_reason,
             self.input_octets,
             self.output_octets,
             self.input_packets,
             self.output_packets,
             self.session_time,
             self.interim_interval,
-            int(self.start_seen),
+            start_seen,
         )
 
     @classmethod
@@ -284,8 +355,8 @@ class Session:
         (
             session.id,
             session.nas_key,
-            session.nas_name,
-            session.nas_ip,
+            nas_name,
+            nas_ip,
             session.session_id,
             session.class_hex,
             session.user_name,
@@ -295,12 +366,12 @@ class Session:
             session.calling_station_id,
             session.called_station_id,
             session.framed_ip,
-            session.connect_info_start,
+            connect_info_start,
             session.start_time,
             session.last_update,
             session.stop_time,
-            session.terminate_cause,
-            session.close_reason,
+            terminate_cause,
+            close_reason,
             session.input_octets,
             session.output_octets,
             session.input_packets,
@@ -309,8 +380,13 @@ class Session:
             session.interim_interval,
             start_seen,
         ) = row  # type: ignore[assignment]
-        session.start_seen = bool(start_seen)
-        session.disconnecting = False
+        session.origin = origin_of(
+            nas_name,  # type: ignore[arg-type]
+            nas_ip,  # type: ignore[arg-type]
+            connect_info_start,  # type: ignore[arg-type]
+            bool(start_seen),
+        )
+        session.ending = ending_of(close_reason, terminate_cause, False)  # type: ignore[arg-type]
         session.last_seen = session.last_update
         session.next_of_user = None
         return session

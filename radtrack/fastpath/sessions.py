@@ -148,7 +148,7 @@ class FastAccountant(Accountant):
         if nas_port_type is not None:
             session.nas_port_type = nas_port_type
         if calling_station_id is not None and calling_station_id != session.calling_station_id:
-            session.calling_station_id = calling_station_id
+            session.calling_station_id = self.shared.share(calling_station_id)
         if called_station_id is not None and called_station_id != session.called_station_id:
             session.called_station_id = self.shared.share(called_station_id)
         if framed_ip is not None and framed_ip != session.framed_ip:

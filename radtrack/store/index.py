@@ -164,10 +164,6 @@ class SessionIndex:
                 return sessions
             time.sleep(0)  # let ingest's thread finish the unlink
 
-    def one_of_user(self, user_id: int) -> Session | None:
-        """One online session of a user (the newest), or None: no list built."""
-        return self._by_user.get(user_id)
-
     def count_for_user(self, user_id: int) -> int:
         return len(self._chain(user_id))
 
@@ -186,10 +182,19 @@ class SessionIndex:
         if self._closed:
             self._closed.pop(session.id, None)  # reopened (stale): no longer takes a closed slot
         per_nas = self.per_nas
-        per_nas[session.nas_name] = per_nas.get(session.nas_name, 0) + 1
+        nas_name = session.origin.nas_name  # Session.nas_name is a property: a call
+        per_nas[nas_name] = per_nas.get(nas_name, 0) + 1
         user_id = session.user_id
         if user_id is not None:
-            session.next_of_user = self._by_user.get(user_id)
+            head = self._by_user.get(user_id)
+            if head is not None:
+                # the user's id and name as one object for all its sessions, not one each (an
+                # int above 256 and a str: 48 of the 693 bytes of a session rebuilt from the
+                # database, two sessions a user)
+                session.user_id = head.user_id
+                if session.user_name == head.user_name:
+                    session.user_name = head.user_name
+            session.next_of_user = head
             self._by_user[user_id] = session
 
     def close(self, session: Session) -> None:
@@ -246,18 +251,20 @@ class SessionIndex:
             self._unlink(session)
         session.user_id = user_id
         if online:
-            self.per_nas[session.nas_name] = self.per_nas.get(session.nas_name, 0) + 1
+            nas_name = session.origin.nas_name
+            self.per_nas[nas_name] = self.per_nas.get(nas_name, 0) + 1
             if user_id is not None:
                 session.next_of_user = self._by_user.get(user_id)
                 self._by_user[user_id] = session
 
     def _unlink(self, session: Session) -> None:
         self.relinks += 1
-        count = self.per_nas[session.nas_name] - 1
+        nas_name = session.origin.nas_name
+        count = self.per_nas[nas_name] - 1
         if count > 0:
-            self.per_nas[session.nas_name] = count
+            self.per_nas[nas_name] = count
         else:
-            del self.per_nas[session.nas_name]
+            del self.per_nas[nas_name]
         user_id = session.user_id
         if user_id is not None:
             head = self._by_user.get(user_id)
