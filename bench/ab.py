@@ -3,13 +3,16 @@
 
     python3 bench/ab.py query --tree /work/main --tree /work/wt-base --rounds 3
     python3 bench/ab.py ingest --tree /work/main --tree /work/wt-base --rounds 3
+    python3 bench/ab.py latency --tree /work/main --tree /work/wt-base --rounds 3
 
 Each round starts radtrack from each tree in turn (PYTHONPATH=tree) and runs the scenario with
 run_all's commands and options. ``query`` (3b): 100,000 sessions online, then getOnlineSessions
 at 200 req/s beside ingest at 5,000 packets/s; prints the query p50/p99 and the ingest figures.
 ``ingest`` (1): durable ingest, closed loop, 300,000 packets over 100,000 sessions; prints
-packets/s, ack p99 and CPU a packet by thread. Alternating the trees in one run is what makes
-two builds comparable on this shared box.
+packets/s, ack p99 and CPU a packet by thread. ``saturated`` (3c): ingest at 3,000 packets/s
+beside 64 connections of queries; prints the ack p99, drops and query rate. ``latency`` (2):
+ingest paced at 5,000 packets/s for 25 s on a fresh daemon; prints the ack p50/p99.
+Alternating the trees in one run is what makes two builds comparable on this shared box.
 """
 
 from __future__ import annotations
@@ -59,23 +62,43 @@ def one(tree: str, work: Path, duration: float, sessions: int) -> dict[str, obje
         return {"query": query, "ingest": fed, "rss_mb": rt.rss_mb()}
 
 
-def ingest(tree: str, work: Path, packets: int) -> dict[str, object]:
+def saturated(tree: str, work: Path, sessions: int) -> dict[str, object]:
+    """3c: ingest at 3,000 packets/s beside GraphQL saturated by 64 connections."""
+    work.mkdir()
+    with TreeRadtrack(work, tree) as rt:
+        run_all.loadgen(rt.udp, run_all.SECRET, sessions=sessions, packets=sessions, workers=2)
+        users = f"100000-{100000 + sessions // 2 - 1}"
+        fed = run_all.background_loadgen(
+            rt.udp, rate=3000, duration=20, sessions=sessions, seed=3, workers=1
+        )
+        time.sleep(2)
+        query = run_all.graphql_load(rt.http, users=users, connections=64, duration=14)
+        out = run_all.finish(fed)
+        return {"acked_per_s": out["acked_per_s"], "lost": out["lost"],
+                "ack_p99": out["latency_p99_ms"], "query_rps": query["requests_per_s"],
+                "drops": run_all.drops(rt.metrics())}  # fmt: skip
+
+
+def ingest(tree: str, work: Path, packets: int, paced: bool = False) -> dict[str, object]:
     work.mkdir()
     with TreeRadtrack(work, tree) as rt:
         before = rt.thread_cpu()
-        out = run_all.loadgen(
-            rt.udp, run_all.SECRET, sessions=100_000, packets=packets, workers=2, window=512
-        )
+        if paced:
+            load: dict[str, object] = {"rate": 5000, "duration": 25, "workers": 1}
+        else:
+            load = {"packets": packets, "workers": 2, "window": 512}
+        out = run_all.loadgen(rt.udp, run_all.SECRET, sessions=100_000, **load)
         after = rt.thread_cpu()
         acked = max(1, int(out["acked"]))  # type: ignore[call-overload]
         cpu = {k: round((after[k] - before.get(k, 0.0)) * 1e6 / acked, 1) for k in after}
         return {"acked_per_s": out["acked_per_s"], "lost": out["lost"],
-                "ack_p99": out["latency_p99_ms"], "us_per_packet": cpu}  # fmt: skip
+                "ack_p50": out["latency_p50_ms"], "ack_p99": out["latency_p99_ms"],
+                "us_per_packet": cpu}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=("query", "ingest"))
+    parser.add_argument("scenario", choices=("query", "ingest", "latency", "saturated"))
     parser.add_argument("--tree", action="append", required=True)
     parser.add_argument("--packets", type=int, default=300_000, help="ingest: packets")
     parser.add_argument("--rounds", type=int, default=2)
@@ -86,9 +109,16 @@ def main() -> None:
     seen: dict[str, list[float]] = {t: [] for t in args.tree}
     for r in range(args.rounds):
         for i, tree in enumerate(args.tree):
-            if args.scenario == "ingest":
-                got = ingest(tree, work / f"{r}-{i}", args.packets)
-                seen[tree].append(float(got["acked_per_s"]))  # type: ignore[arg-type]
+            if args.scenario == "saturated":
+                got = saturated(tree, work / f"{r}-{i}", args.sessions)
+                seen[tree].append(float(got["ack_p99"]))  # type: ignore[arg-type]
+                print(json.dumps({"round": r, "tree": tree, "load": os.getloadavg()[0], **got}))
+                continue
+            if args.scenario in ("ingest", "latency"):
+                paced = args.scenario == "latency"
+                got = ingest(tree, work / f"{r}-{i}", args.packets, paced)
+                figure = got["ack_p99" if paced else "acked_per_s"]
+                seen[tree].append(float(figure))  # type: ignore[arg-type]
                 print(json.dumps({"round": r, "tree": tree, "load": os.getloadavg()[0], **got}))
                 continue
             out = one(tree, work / f"{r}-{i}", args.duration, args.sessions)
@@ -113,7 +143,8 @@ def main() -> None:
                 ),
                 flush=True,
             )
-    what = "packets/s" if args.scenario == "ingest" else "query p99 ms"
+    what = {"ingest": "packets/s", "latency": "ack p99 ms", "query": "query p99 ms",
+            "saturated": "ack p99 ms beside saturated queries"}[args.scenario]  # fmt: skip
     for tree, values in seen.items():
         print(f"{tree}: {what} median {statistics.median(values):.2f} of {values}")
 
