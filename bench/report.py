@@ -21,105 +21,104 @@ TARGETS = {
 
 
 ANALYSIS = """
-## Where the time goes, and what would close the gaps
+## Where the time goes, and what would close the gaps (round 3, issue 15)
 
-Method: per-thread CPU from `/proc/PID/task/*/stat` during the ingest run (the table above;
-threads are named), `perf record -g` of the daemon under load (kernel and C frames by thread),
-valgrind instruction counts of the event loop's path per packet (`bench/hotpath.py`; timings on
-this shared box swing 50-90 % between identical runs, instruction counts repeat within 0.3 %),
-`gc.callbacks` probes for pauses, and A/B runs that alternate two builds on the same load
-(`bench/run_all.py`'s `Radtrack` with `PYTHONPATH` pointing at a worktree). The load generator
-shares the two cores (17-21 us a packet).
+Method: per-thread CPU from `/proc/PID/task/*/stat` (threads are named), py-spy samples of the
+daemon under full load (`py-spy record --threads -f raw`), valgrind instruction counts of the
+event loop's path (`bench/hotpath.py`; they repeat within 0.3 % whatever the box does),
+`gc.callbacks` probes, and A/B runs that alternate builds on one scenario in one run
+(`bench/ab.py query|ingest|latency|saturated --tree A --tree B`). This box is shared: the
+figures of one build swing 1.5-10x between identical runs (this run's FreeRADIUS did 2,085/s
+against 2,698/s at 14:17 the same day; radtrack 14,906 against 19,049), so compare only within
+a run, and read the A/B pairs below rather than one table.
 
-**What changed since the first measurement (5,973 packets/s, ack p99 169 ms, 896 bytes).**
-1. *Acknowledgement journal* (`radtrack/store/journal.py`). A commit appends to a rowid table in
-   `<store.path>.journal` (sequential pages) and acknowledges after that COMMIT; a background
-   thread at nice +10 folds the journal into `sessions` (newest row per session wins, sorted by id).
-   An Interim-Update appends only the id and the counters (13 values instead of 27: a journal
-   write costs ~3.7 us a row instead of ~8.7). Folds commit without an fsync
-   (`synchronous=NORMAL` on the main database) and run every 10 s in 50,000-row transactions;
-   journal rows are deleted only behind a completed checkpoint, which syncs the database file.
-   Fold CPU 24-27 -> 13-17 us a packet.
-2. *The commit thread sends the replies*, all of a commit's in one `sendmmsg(2)` call (ctypes):
-   one sendto per reply released and retook the GIL each time, and every retake waited for the
-   busy event loop (`perf`: GIL condition-variable wake-ups were ~10 % of the commit thread).
-3. *The event loop's path*: 227,600 -> 135,900 (previous session) -> 98,500 instructions a packet.
-   The decoder learns each packet length's layout (type and length octets) and cuts the values of
-   a matching packet out with one struct format instead of walking the attributes (a hypothesis
-   test checks it against the walk, and the walk against pyrad); Interims of known sessions take
-   the id from a table instead of hashing; one bound callback and a FIFO of submissions instead of
-   a partial per packet; `SessionChange` a NamedTuple; the NAS's BLAKE2b state copied.
-4. *Garbage collection*: thresholds 2,000 / 2 / 1,000 (young pauses ~3 ms, middle ~10 ms, the same
-   GC time in all as 5,000 / 5); fewer GC-tracked tuples per packet (two deques in the response
-   cache).
+**This run's tails are the box's.** Ack p99 at 5,000 packets/s was 227.6 ms (19.8 ms at 14:17),
+and 3,873 ms beside saturated queries. An A/B right after, alternating the session's starting
+point (e4a57b7) with this build: ack p99 557 / 48 ms against 363 / 1,006 ms (`bench/ab.py
+latency`); beside saturated queries 107 / 177 ms for this build against 285 / 99 ms for this
+build with the API on the ingest loop (`bench/ab.py saturated`), 0 lost and no drops in all.
+An fdatasync of 4 KiB took 0.21 ms p50, 0.68 ms p99 at the time.
 
-**Ingest (target 1).** Met against FreeRADIUS (>= 4x); not met in absolute terms (13,076/s in
-this run, 11,332/s in the run an hour before; 8,854/s at the end of the previous session). Per
-packet in this run the event loop spent 56 us, the commit thread 26 us, the fold 14 us, and the
-load generator ~17 us: ~113 us of CPU on two cores, so ~17,500/s would be the ceiling with both
-cores fully used, and the loop's and the commit thread's Python share one GIL. The loop's 98,500
-instructions a packet measured in `bench/hotpath.py` do not all show in the daemon: there a third
-of the packets create a session (the generator starts mid-session over 100,000 places), and each
-datagram costs a `recvfrom` and its share of wake-ups (`perf`: ~23 % of the loop thread is in the
-kernel). The commit thread's CPU is mostly the kernel's: UDP sends (the generator's receive path
-runs there on loopback), WAL writes and the fsync, ~250-500 us per commit. Closing the rest: the
-attribute walk and the state machine's hot path in C behind the same differential tests
-(`recvmmsg` for intake), or the commit thread in a process of its own fed packed rows.
+**What round 3 changed, and what each measured.**
+1. *The API on a thread and event loop of its own* (`radtrack/api/thread.py`). Reads of the live
+   state run there under the GIL (a user's chain walk retries when an unlink overlapped it:
+   `SessionIndex.relinks`); writes, the store, Disconnect and /metrics run on the ingest loop.
+   3b A/B (200 req/s beside 5,000 packets/s, 15 s a round): p99 6.5 / 10.5 / 9.7 ms threaded
+   against 4.8 / 8.0 / 9.4 ms on the ingest loop, and 10.7 / 5.8 / 7.9 against 10.5 / 8.3 /
+   12.3 in a second run: no difference beyond the box's noise. Kept because a query no longer
+   waits for the ingest loop at all (tests/test_api_thread.py: answered in < 0.5 s while the
+   loop is blocked 1.5 s; the previous main waited the 1.5 s). Its cost: every callback of the
+   API's loop takes the GIL anew, up to the switch interval (0.5 ms) while ingest holds it, so
+   saturated queries beside ingest run ~20 % slower (1,624 / 1,368 req/s against 1,944 / 1,764);
+   ingest itself is not slowed (3c above). A 0.1 ms switch interval changed nothing measurable.
+2. *No collection scans the sessions any more* (`radtrack/gcpolicy.py`). A full collection
+   scanned every session made since start-up (1,000,000 of them: 0.38 s with the GIL held).
+   Every 5 s the daemon now collects the young and middle generations and freezes the rest:
+   0.4-16 ms a round, where a full collection would have taken 23-89 ms over the 25,000-65,000
+   sessions made meanwhile and found no garbage. `radtrack_gc_frozen_objects` shows the count.
+3. *Memory*: 567 bytes a session built by ingest (709 before), 585 rebuilt from SQLite (693):
+   `bench/memory_fields.py` gives the bytes by field. The Session object 272 -> 224 bytes (NAS
+   name and address, Connect-Info and start_seen in one shared `Origin`; close reason,
+   terminate cause and disconnecting in one `Ending`, both interned through bounded tables in
+   `radtrack/shared.py`); Calling-Station-Ids and whole-second start times shared (80 -> 39 and
+   32 -> 14 bytes); user id and name shared with the user's other sessions on recovery too.
+   The journal's rows are built by plain code instead of `operator.attrgetter` (a counters row
+   3,160 -> 1,600 instructions), which paid for the rest: the loop's path is 102,400
+   instructions a packet, as at the start of the round. Not shrunk: the id, Acct-Session-Id
+   and Framed-IP strings (208 bytes, unique per session). A session that has sent an Interim
+   carries its own counters and timestamps: ~808 bytes.
+4. *The scaling table's load*: the same 10,000 sessions at every size (it used min(online,
+   100,000), so the 10k row was mostly Interims and the others mostly session starts).
 
-**Acknowledgement latency (target 2, met).** p50 2.2 ms, p99 16.6 ms in this run (64 ms at the
-end of the previous session). The tail came from the checkpoints: after each fold, SQLite synced
-tens of MB of the main database at once and the journal's small fsync queued behind them
-(alternating A/B runs at 5,000 packets/s: p99 37-45 ms with checkpoints, 11-13 ms with them
-turned off). The fold thread now makes those syncs itself (`radtrack/store/writeback.py`): the
-WAL and then the database file written back with `sync_file_range(2)` in 1 MB slices, 2 ms apart,
-then fdatasync, with the PASSIVE checkpoint in between at `synchronous=OFF` (nothing else writes
-the database: folds run on the same thread). A/B: 42.5 and 43.3 ms before, 18.1 and 22.2 ms
-after. Before that, folds without an fsync of their own and counters-only rows took it from 58-68
-to 41-51 ms.
+**Tried and not kept.** `recvmmsg(2)` intake (branch `recvmmsg`, `fastpath/intake.py`): equal
+user-space instructions (117,843 against 117,249 a packet, `hotpath.py --socket`), 2.0-3.2 us
+a datagram against 2.2-4.2 us for recvfrom on queued datagrams; but it holds the GIL for the
+call, so the API's thread and the commit thread would wait the switch interval more often, and
+no daemon A/B on a quiet box showed a gain. A doorbell instead of a Condition for the commit
+thread: py-spy's share of the submit lock's line stayed 4.3 %. GC thresholds 1,000 / 2 instead
+of 2,000 / 2: young pauses 0.26 instead of 0.48 ms but 60 % more GC CPU (1.09 against 0.69 ms
+per 1,000 packets); at 5,000 packets/s GC holds the GIL < 0.6 % of the time either way, too
+little to set a p99.
 
-**Queries beside ingest (3b).** getOnlineSessions costs ~0.3 ms; its p99 beside 5,000 packets/s
-(35.0 ms here, 33.9 ms an hour before, 22-33 ms in the A/B runs, 28-55 ms last session) is
-set by event-loop pauses: middle-generation GC (~10 ms), a UDP batch after a pause (up to 256
-datagrams, ~11 ms), and the commit bookkeeping. A smaller UDP batch would shorten the second
-but must be checked against 3c; a query path off the ingest loop would close it, but the product
-runs GraphQL on the ingest loop by design.
+**Ingest (1, 1b: not met) and why Python on two cores stops short.** Per packet in this run:
+the event loop 45.5 us, the commit thread 26.5 us, the fold 9.7 us, the load generator ~11-17 us:
+~95 us of CPU on two cores, a ceiling near 21,000/s with both cores full, and the loop alone
+caps at ~22,000/s on a core of its own. 10x this run's FreeRADIUS would be 20,850/s, 10x the
+14:17 run's 26,980/s. In py-spy's samples of the loop, `recvfrom` is 14-22 %, the rest spread
+over decode, the authenticator check, the accounting rules and the submit (none above 5 %).
+What would reach it: the packet path (decode, authenticator, the Interim rule, the journal row)
+in C behind the same differential tests, which would take the loop from ~45 to ~15 us a packet;
+or the commit thread in a process of its own fed packed rows, which would give the loop the GIL
+to itself.
 
-**GraphQL saturation (3c).** No packet lost or dropped; ingest ack p99 under 64 saturating
-connections fell to 92-389 ms (0.5-1.7 s last session) with the cheaper loop path.
+**Queries beside ingest (3b: not met).** getOnlineSessions costs ~0.3 ms of CPU. Its p99 at
+200 req/s beside 5,000 packets/s swings 4.8-12 ms between identical runs of one build in the
+A/B runs above (20.4 ms in this table). What is left after (1) and (2) is the box (the load
+generator and the query client share the two cores with the daemon's three busy threads) and
+the GIL's hand-offs; a query answered without the GIL (a reader process over a shared-memory
+copy of the online index, or C) is what would take it under 5 ms reliably.
 
-**Memory and recovery (4a met, 4b not met).** Recovered sessions take ~694 bytes, and sessions
-built by ingest now ~710 (871 before): the accounting core shares NAS-Port-Id and
-Called-Station-Id values through a bounded table, the user's name and id from the user's other
-session, and keeps an equal existing value instead of an Interim's fresh copy.
-Since (round 3, target 2: <= 600 bytes): 567 built, 585 recovered (`bench/memory.py --sessions
-1000000`). `bench/memory_fields.py` counts a session's bytes by field: the Session object 272
-of them (29 slots and the GC header), then the id 80, Acct-Session-Id 64, Framed-IP 64,
-Calling-Station-Id 80 (built), user name and id 96 (recovered), start time 32, the index's dicts
-~51. Now the object has 24 slots (224 bytes): the NAS's name and address, Connect-Info and
-start_seen are one shared Origin, close_reason, terminate_cause and disconnecting one shared
-Ending (radtrack/shared.py); the value table (2^18 slots) shares Calling-Station-Ids too, a
-second one start times (whole seconds); the index shares a user's id and name between its
-sessions, recovered ones too. A session that has sent an Interim still pays 32 bytes per
-counter above 256 and per timestamp of its own (`bench/memory_fields.py --interim`). Recovery of
-1,000,000 sessions took 11.6 s in `bench/memory.py` here and 10.4 s an hour before (7.4-10 s
-across sessions, depending on the box's load); the daemon itself, started on a database of
-1,000,000 sessions in the scaling step, was ready 8.55 s after its process started in the
-earlier run and 13.1 s in this one.
-Profile (perf and timing of each part, ~10-12 s of CPU in all): SQLite's row fetch ~4-5.5 s
-(Python 3.11's sqlite3 releases and retakes the GIL around every column), shared-value lookups
-~1.3 s (65,536 distinct Calling-Station-Ids do not fit in cache), index inserts ~2-2.5 s (cache
-misses), building the objects ~1 s. Tried without gain: a reader thread (the per-column GIL
-release starves it), whole chunks as one JSON text (slower, and floats lose digits), packed
-columns, `mmap_size`. A reader process (`bench/memory.py --recover-only --reader-process`) cuts
-the main process's CPU by ~20 % but is slower whenever the other core is busy. Closing: a compact
-snapshot of the live set (one blob per NAS, written by the fold) read at start-up instead of
-1,000,000 rows, or a C row decoder.
+**Restart (4b: not met in this run).** The daemon was ready 8.57 s after its process started
+with 1,000,000 online (7.41 s at 14:17), and recovery alone took 8.86 s (`bench/memory.py`;
+6.0-6.9 s for both the old and the new session layout in alternating `--recover-only` runs an
+hour earlier, load ~1). Recovery is ~99 % CPU: SQLite's row fetch (Python 3.11's sqlite3
+releases and retakes the GIL around every column), shared-value lookups and index inserts
+(cache misses). Closing it: a compact snapshot of the live set written by the fold (one blob per
+NAS) read at start-up instead of 1,000,000 rows, or a C row decoder.
 
-Commands: the whole table `python3 bench/run_all.py`; the loop's instructions `valgrind
+**Scaling (5: 0.78, just short of 0.8).** With the same load at every size, ingest is 19,822 /
+19,343 / 15,518 packets/s at 10k / 100k / 1M online and queries 3,826 / 3,590 / 3,919 req/s.
+At 1M the index's dicts (and the fold's B-tree) no longer fit in cache.
+
+Earlier rounds (kept): the acknowledgement journal and its fold, replies sent by the commit
+thread with one sendmmsg(2) per commit, the learned packet layouts of the fast path, and the
+checkpoint writeback in 1 MB slices (docs/reliability.md).
+
+Commands: the whole table `python3 bench/run_all.py`; one scenario, two builds alternated
+`python3 bench/ab.py query --tree A --tree B --rounds 3`; the loop's instructions `valgrind
 --tool=cachegrind --cache-sim=no python3 bench/hotpath.py --runs 1 --packets N` (N = 5,000 and
-20,000, the difference over 15,000); recovery alone `python3 bench/memory.py --db m1m.db
---only-db` then `--recover-only`; GC collections per 1,000 packets `python3 bench/hotpath.py
---runs 3 --packets 50000`."""
+20,000, the difference over 15,000); bytes by field `python3 bench/memory_fields.py --sessions
+200000`; recovery alone `python3 bench/memory.py --db m1m.db --only-db` then `--recover-only`."""
 
 
 def _ok(good: bool) -> str:
