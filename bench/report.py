@@ -249,6 +249,25 @@ def write_report(r: dict[str, Any]) -> str:  # noqa: C901 - one section per targ
             f"| {_get(row, 'ingest', 'latency_p99_ms')} | {_get(row, 'query', 'requests_per_s')} "
             f"| {_get(row, 'query', 'latency_p99_ms')} | {row['rss_mb']:.0f} |"
         )
+    radsec = r.get("radsec_beside_udp")
+    if radsec:
+        lines += [
+            "",
+            "## RadSec (RFC 6614) beside UDP, one node, one run (issue 17)",
+            "",
+            "`bench/radsec_load.py --udp`: TLS connections with a window of requests each "
+            "(loadgen's packets, signed with the secret `radsec`), then bench/loadgen.py over UDP "
+            "against the same daemon; both closed loop, replies after the COMMIT.",
+            "",
+            "| transport | packets/s acked | p50 ms | p99 ms | server CPU us a packet |",
+            "|---|---|---|---|---|",
+        ]
+        for row in radsec:
+            lines.append(
+                f"| {row.get('transport')} | {row.get('acked_per_s')} "
+                f"| {row.get('latency_p50_ms')} | {row.get('latency_p99_ms')} "
+                f"| {row.get('server_cpu_us_per_packet')} |"
+            )
     lines += ["", "## Side by side, same load generator, same run", ""]
     lines.append("| server | packets/s acked | lost | server CPU s | p50 ms | p99 ms |")
     lines.append("|---|---|---|---|---|---|")

@@ -328,17 +328,17 @@ def main() -> None:  # noqa: C901 - one scenario after another
         saved.write_text(json.dumps(results, indent=2))
 
     try:
-        print("1/6 durable ingest, radtrack (synchronous=FULL)", flush=True)
+        print("1/7 durable ingest, radtrack (synchronous=FULL)", flush=True)
         (work / "a").mkdir()
         if not done("ingest_full"):
             results["ingest_full"] = ingest(work / "a", mix)
             save()
-        print("2/6 durable ingest, FreeRADIUS+SQLite (sqltuned4) with the same load", flush=True)
+        print("2/7 durable ingest, FreeRADIUS+SQLite (sqltuned4) with the same load", flush=True)
         if not args.no_freeradius and not done("freeradius_ok") and freeradius_ready():
             results["freeradius_sqltuned4"] = freeradius_run("sqltuned4", **mix)
             results["freeradius_ok"] = freeradius_run("ok", **mix)
             save()
-        print("3/6 acknowledgement latency at 5,000 packets/s", flush=True)
+        print("3/7 acknowledgement latency at 5,000 packets/s", flush=True)
         (work / "b").mkdir()
         if not done("latency_5k"):
             results["latency_5k"] = ingest(
@@ -346,7 +346,7 @@ def main() -> None:  # noqa: C901 - one scenario after another
                 {"sessions": sessions, "rate": 5000, "duration": 20 * scale + 5, "workers": 1},
             )
             save()
-        print("4/6 GraphQL: saturation, then 200 req/s beside 5,000 packets/s", flush=True)
+        print("4/7 GraphQL: saturation, then 200 req/s beside 5,000 packets/s", flush=True)
         if not done("graphql_saturated"):
             (work / "c").mkdir()
             with Radtrack(work / "c") as rt:
@@ -385,7 +385,7 @@ def main() -> None:  # noqa: C901 - one scenario after another
                 results["ingest_beside_saturated_graphql"] = finish(ingest_proc)
                 results["drops_beside_graphql"] = drops(rt.metrics())
             save()
-        print("5/6 memory per session and start-up recovery (bench/memory.py)", flush=True)
+        print("5/7 memory per session and start-up recovery (bench/memory.py)", flush=True)
         if not done("memory"):
             out = subprocess.run(
                 [
@@ -402,7 +402,7 @@ def main() -> None:  # noqa: C901 - one scenario after another
             ).stdout
             results["memory"] = json.loads(out[out.index("{") :])
             save()
-        print("6/6 scaling: ingest and query latency at 10k / 100k / 1M online", flush=True)
+        print("6/7 scaling: ingest and query latency at 10k / 100k / 1M online", flush=True)
         if not done("scaling"):
             scaling = []
             for online in (10_000, 100_000, 1_000_000 if not args.quick else 200_000):
@@ -447,6 +447,25 @@ def main() -> None:  # noqa: C901 - one scenario after another
                         }
                     )
             results["scaling"] = scaling
+            save()
+        print("7/7 RadSec ingest, then UDP, on one node (bench/radsec_load.py)", flush=True)
+        if not done("radsec_beside_udp"):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    str(HERE / "radsec_load.py"),
+                    "--seconds",
+                    str(10 * scale),
+                    "--udp",
+                    "--json",
+                ],  # fmt: skip
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            ).stdout
+            results["radsec_beside_udp"] = json.loads(out[out.index("[") :])
             save()
     finally:
         shutil.rmtree(work, ignore_errors=True)
