@@ -73,8 +73,10 @@ An fdatasync of 4 KiB took 0.21 ms p50, 0.68 ms p99 at the time.
 **Tried and not kept.** `recvmmsg(2)` intake (branch `recvmmsg`, `fastpath/intake.py`): equal
 user-space instructions (117,843 against 117,249 a packet, `hotpath.py --socket`), 2.0-3.2 us
 a datagram against 2.2-4.2 us for recvfrom on queued datagrams; but it holds the GIL for the
-call, so the API's thread and the commit thread would wait the switch interval more often, and
-no daemon A/B on a quiet box showed a gain. A doorbell instead of a Condition for the commit
+call, so the API's thread and the commit thread would wait the switch interval more often; in
+the daemon (`bench/ab.py ingest`, 200,000 packets) 15,742 / 16,982 packets/s against 17,681 /
+16,985 without it, the loop's CPU 41 against 39 us a packet: no gain, not merged. (RadSec's lower
+CPU a packet in the table above comes from TCP: many packets a read, one write a commit.) A doorbell instead of a Condition for the commit
 thread: py-spy's share of the submit lock's line stayed 4.3 %. GC thresholds 1,000 / 2 instead
 of 2,000 / 2: young pauses 0.26 instead of 0.48 ms but 60 % more GC CPU (1.09 against 0.69 ms
 per 1,000 packets); at 5,000 packets/s GC holds the GIL < 0.6 % of the time either way, too
