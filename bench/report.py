@@ -76,11 +76,11 @@ a datagram against 2.2-4.2 us for recvfrom on queued datagrams; but it holds the
 call, so the API's thread and the commit thread would wait the switch interval more often; in
 the daemon (`bench/ab.py ingest`, 200,000 packets) 15,742 / 16,982 packets/s against 17,681 /
 16,985 without it, the loop's CPU 41 against 39 us a packet: no gain, not merged. (RadSec's lower
-CPU a packet in the table above comes from TCP: many packets a read, one write a commit.) A doorbell instead of a Condition for the commit
-thread: py-spy's share of the submit lock's line stayed 4.3 %. GC thresholds 1,000 / 2 instead
-of 2,000 / 2: young pauses 0.26 instead of 0.48 ms but 60 % more GC CPU (1.09 against 0.69 ms
-per 1,000 packets); at 5,000 packets/s GC holds the GIL < 0.6 % of the time either way, too
-little to set a p99.
+CPU a packet in the table above comes from TCP: many packets a read, one write a commit.)
+A doorbell instead of a Condition for the commit thread: py-spy's share of the submit lock's
+line stayed 4.3 %. GC thresholds 1,000 / 2 instead of 2,000 / 2: young pauses 0.26 instead of
+0.48 ms but 60 % more GC CPU (1.09 against 0.69 ms per 1,000 packets); at 5,000 packets/s GC
+holds the GIL < 0.6 % of the time either way, too little to set a p99.
 
 **Ingest (1, 1b: not met) and why Python on two cores stops short.** Per packet in this run:
 the event loop 45.5 us, the commit thread 26.5 us, the fold 9.7 us, the load generator ~11-17 us:
