@@ -86,7 +86,7 @@ class ApiThread:
 
     async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the API loop and await its result from the caller's loop."""
-        return await asyncio.wrap_future(self.submit(coroutine))
+        return await on_loop(self.loop, coroutine)
 
     def post(self, callback: Callable[..., object], *args: object) -> None:
         """Call ``callback(*args)`` soon on the API loop (from any thread)."""
@@ -206,7 +206,7 @@ class ThreadedServer:
         try:
             await self.thread.run(self.server.stop(timeout))
         finally:
-            self.thread.stop()
+            await asyncio.to_thread(self.thread.stop)  # the join never blocks the ingest loop
 
     def revoke(self, still_valid: Callable[[Principal], bool]) -> None:
         """End, on the API's loop, the subscriptions whose token is no longer valid."""
