@@ -29,7 +29,7 @@ from radtrack.api.settings import RESELLER, SCOPES, token_digest
 from radtrack.config import Settings, load, store_password
 from radtrack.errors import ConfigError, UsernameTaken
 from radtrack.radius.tls import server_context
-from radtrack.store import journal
+from radtrack.store import journal, snapshot
 
 T = TypeVar("T")
 
@@ -60,8 +60,7 @@ def _settings(path: str) -> Settings:
         raise CommandFailed(f"bad config ({len(exc.errors)} errors):{lines}", 2) from None
 
 
-# gc thresholds of the daemon (see cmd_serve)
-GC_YOUNG, GC_MIDDLE, GC_FULL = 2_000, 2, 1_000
+GC_YOUNG, GC_MIDDLE, GC_FULL = 2_000, 2, 1_000  # gc thresholds of the daemon (cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -172,6 +171,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         path = settings.store.path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            snapshot.discard(path)  # written for the schema as it was
             conn = sqlite3.connect(path, isolation_level=None, timeout=10)
             try:
                 before, now = migrate(conn), SCHEMA_VERSION
@@ -267,6 +267,7 @@ def cmd_users_import(args: argparse.Namespace) -> int:
             "up on reload (systemctl reload radtrack, or SIGHUP)"
         )
         return 0
+    snapshot.discard(settings.store.path)  # no longer the store's (its seal breaks too)
     conn = sqlite3.connect(settings.store.path, isolation_level=None, timeout=10)
     try:
         migrate(conn)

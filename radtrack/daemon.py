@@ -226,13 +226,16 @@ class Daemon:
             self.accountant.restore(session, now)
         self.recovered_sessions = len(self.index)
         gc.freeze()  # recovered sessions live long: keep them out of every collection
+        # a clean stop may write them down for the next start (SQLite: store/snapshot.py)
+        self.store.keep_at_close(lambda: list(self.index))
         logger.info(
             "event=recovered sessions_online=%d closed_kept=%d users=%d journal_rows=%d "
-            "seconds=%.2f",
+            "source=%s seconds=%.2f",
             len(self.index),
             len(sessions) - len(self.index),
             len(users),
             state.journal_rows,
+            state.source,
             time.monotonic() - started,
         )
 

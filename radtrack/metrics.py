@@ -219,6 +219,12 @@ class DaemonCollector:
                 daemon.store.queued,
             ),
             ("database_healthy", "1 while commits succeed.", 1 if daemon.store.healthy else 0),
+            (
+                "recovered_from_snapshot",
+                "1 if start-up read the live state from the snapshot a clean stop wrote "
+                "(SQLite), 0 if from the sessions table.",
+                int(store.recovered_from_snapshot),
+            ),
         ):
             yield GaugeMetricFamily(f"radtrack_{name}", doc, value=value)
 

@@ -69,6 +69,7 @@ class StoreStats:
         "folded_rows",
         "fold_failures",
         "recovered_journal_rows",
+        "recovered_from_snapshot",
         "rejected_rows",
         "remote_sessions",
         "feed_failures",
@@ -86,6 +87,7 @@ class StoreStats:
         self.folded_rows = 0
         self.fold_failures = 0
         self.recovered_journal_rows = 0  # folded at start-up: written before a crash
+        self.recovered_from_snapshot = False  # SQLite: start-up read a clean stop's snapshot
         self.rejected_rows = 0  # rows whose values could not be stored (Partial)
         self.remote_sessions = 0  # session states other nodes committed, applied here
         self.feed_failures = 0  # reads of the change feed that failed
@@ -105,6 +107,7 @@ class LiveState:
     sessions: list[Session]
     users: list[User]
     journal_rows: int = 0  # SQLite: journal rows a crash left, folded before loading
+    source: str = "table"  # SQLite: "snapshot" when read from the one a clean stop wrote
 
 
 class Store(Protocol):
@@ -162,6 +165,13 @@ class Store(Protocol):
     def follow_remote(self, apply: RemoteApply) -> None:
         """Hand ``apply`` the sessions other nodes commit, from now on (a no-op for a store
         that only this node writes)."""
+        ...
+
+    def keep_at_close(self, online: Callable[[], list[Session]]) -> None:
+        """``online`` gives the online sessions memory holds, which are the store's (DESIGN.md
+        invariant 3): a store that only this node writes may keep a copy at a clean close, for
+        the next start to read instead of the table (SQLite: store/snapshot.py; a no-op on
+        PostgreSQL, which other nodes write too)."""
         ...
 
     async def maintain(self) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from radtrack.errors import StoreError
 from radtrack.model import KEY_LENGTH, Session, User
-from radtrack.store import journal
+from radtrack.store import journal, snapshot
 from radtrack.store.recovery import load_users
 from radtrack.store.schema import UPSERT_CHUNK, migrate, upsert_sessions
 
@@ -79,6 +79,7 @@ def import_sqlite(db: Path, keys: Sequence[str], decide: Decide) -> list[Session
                 f"{path} is open in process {pid} (a running radtrack?): stop it first"
             )
     db.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.discard(db)  # no longer the store's (its seal breaks too)
     conn = sqlite3.connect(db, isolation_level=None, timeout=5)
     try:
         migrate(conn)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -80,13 +80,7 @@ def load_sessions(path: Path, closed_limit: int) -> Iterator[Session]:
             select, build = _SELECT_PLAIN, _one_by_one
         # a sequential scan beats a partial-index walk plus a B-tree lookup per row here
         yield from build(conn.execute(f"{select} NOT INDEXED WHERE stop_time IS NULL"))
-        if closed_limit:
-            recent = conn.execute(
-                f"SELECT * FROM ({select} WHERE stop_time IS NOT NULL "
-                "ORDER BY stop_time DESC LIMIT ?) ORDER BY stop_time",
-                (closed_limit,),
-            )
-            yield from build(recent)
+        yield from _closed(conn, select, build, closed_limit)
         conn.execute("COMMIT")
     finally:
         gc.freeze()  # every tracked object to the permanent generation, and none collected...
@@ -94,6 +88,30 @@ def load_sessions(path: Path, closed_limit: int) -> Iterator[Session]:
         if collecting:
             gc.enable()
         conn.close()
+
+
+def _closed(
+    conn: sqlite3.Connection,
+    select: str,
+    build: Callable[[Iterable[Any]], Iterator[Session]],
+    closed_limit: int,
+) -> Iterator[Session]:
+    if not closed_limit:
+        return iter(())
+    recent = conn.execute(
+        f"SELECT * FROM ({select} WHERE stop_time IS NOT NULL "
+        "ORDER BY stop_time DESC LIMIT ?) ORDER BY stop_time",
+        (closed_limit,),
+    )
+    return build(recent)
+
+
+def load_closed(conn: sqlite3.Connection, closed_limit: int) -> list[Session]:
+    """The closed sessions ``load_sessions`` gives after the open ones, read on ``conn`` (the
+    snapshot's, inside its transaction: store/snapshot.py)."""
+    if _has_json(conn):
+        return list(_closed(conn, _SELECT, _Shared().sessions, closed_limit))
+    return list(_closed(conn, _SELECT_PLAIN, _one_by_one, closed_limit))
 
 
 def _has_json(conn: sqlite3.Connection) -> bool:
@@ -205,7 +223,11 @@ class _Shared:
 def load_users(path: Path) -> list[User]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     try:
-        rows = conn.execute("SELECT user_id, username, reseller_id, max_sessions FROM users")
-        return [User(*row) for row in rows]
+        return users_of(conn)
     finally:
         conn.close()
+
+
+def users_of(conn: sqlite3.Connection) -> list[User]:
+    rows = conn.execute("SELECT user_id, username, reseller_id, max_sessions FROM main.users")
+    return [User(*row) for row in rows]

@@ -163,6 +163,17 @@ class Writer(GroupCommit):
     async def _in_folder(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._folder, fn, *args)
 
+    async def on_main(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` on the main database's connection, on the fold thread (between folds)."""
+        main = self._main
+        if main is None:
+            raise StoreError("the writer is closed")
+        return await self._in_folder(fn, main)
+
+    def _last_words(self, conn: sqlite3.Connection) -> None:
+        """At a clean close (everything queued committed and folded, every callback run), on
+        the main database's connection before it closes, on the fold thread: nothing here."""
+
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement on the main database; returns the rows it changed, once committed.
         Raises StoreError if that commit fails (the statement is not retried)."""
@@ -379,7 +390,8 @@ class Writer(GroupCommit):
             return None if deadline is None else max(0.1, deadline - time.monotonic())
 
         # everything queued is committed first (retried while the disk fails)
-        if not await self._stop_thread(left()):
+        stopped = await self._stop_thread(left())
+        if not stopped:
             self._conn = None  # a commit hangs on the disk: its connection stays with it
         if self._fold_task is not None:
             task, self._fold_task = self._fold_task, None
@@ -388,15 +400,33 @@ class Writer(GroupCommit):
                 await asyncio.wait_for(task, left())
             except TimeoutError:
                 logger.error("event=fold_abandoned pending_rows=%d", self.stats.pending_rows)
+        else:
+            task = None
         if self._conn is not None:
             self._conn.close()  # the commit thread has ended
             self._conn = None
+        clean = (
+            stopped
+            and not self._abandoned
+            and (task is None or (task.done() and not task.cancelled()))
+            and not self.finished
+        )
         if self._main is not None:
             conn, self._main = self._main, None
+
+            def finish() -> None:
+                try:
+                    if clean:
+                        self._last_words(conn)
+                finally:
+                    conn.close()
+
             # on the fold thread, after any fold still running there
-            closing = asyncio.wrap_future(self._folder.submit(conn.close))
+            closing = asyncio.wrap_future(self._folder.submit(finish))
             try:
-                await asyncio.wait_for(closing, max(self.busy_timeout, 1.0) + 1.0)
+                await asyncio.wait_for(
+                    closing, max(self.busy_timeout, 1.0) + (11.0 if clean else 1.0)
+                )
             except TimeoutError:
                 logger.error("event=writer_close_timeout")
         self._folder.shutdown(wait=False)

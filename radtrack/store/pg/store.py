@@ -27,7 +27,7 @@ import gc
 import logging
 import time
 import urllib.parse
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -192,6 +192,9 @@ class PgStore(GroupCommit):
                 gc.enable()
         self.follower.cursor = int(horizon)
         return LiveState(sessions, [User(*r) for r in users])
+
+    def keep_at_close(self, online: Callable[[], list[Session]]) -> None:
+        """Other nodes write this store too: no copy of one node's memory is ever the truth."""
 
     def follow_remote(self, apply: RemoteApply) -> None:
         self._remote = apply
