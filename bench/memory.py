@@ -24,18 +24,20 @@ import json
 import marshal
 import resource
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from radtrack.accounting import Accountant  # noqa: E402
 from radtrack.model import AccountingRequest, Session, StatusType  # noqa: E402
-from radtrack.store import recovery  # noqa: E402
+from radtrack.store import columnar, recovery, snapshot  # noqa: E402
 from radtrack.store.index import SessionIndex, UserDirectory  # noqa: E402
 from radtrack.store.schema import UPSERT_CHUNK, migrate, upsert_sessions  # noqa: E402
 
@@ -134,7 +136,50 @@ def _rows_from_reader(db: Path) -> Iterator[Session]:
             gc.enable()
 
 
-def recover(db: Path, reader_process: bool = False) -> dict[str, object]:
+def _payload(db: Path) -> Path:
+    """The snapshot payload (radtrack/store/columnar.py) of what a table start loads from
+    ``db``, written once beside it: what a clean stop of a daemon on ``db`` would write."""
+    path = db.with_name(db.name + ".bench-payload")
+    if not path.exists():
+        payload = columnar.encode(list(recovery.load_sessions(db, 0)), [])
+        path.write_bytes(payload)
+    return path
+
+
+def _from_snapshot(db: Path) -> Iterator[Session]:
+    collecting = gc.isenabled()
+    gc.disable()  # as snapshot.load does
+    try:
+        sessions, _ = columnar.decode(_payload(db).read_bytes())
+    finally:
+        gc.freeze()
+        gc.unfreeze()
+        if collecting:
+            gc.enable()
+        snapshot.release_freed_memory()
+    return iter(sessions)
+
+
+def snapshot_ab(db: Path, rounds: int) -> dict[str, object]:
+    """Table and snapshot loads of the same sessions, alternated, each in a new process."""
+    _payload(db)
+    runs: dict[str, list[dict[str, Any]]] = {"table": [], "snapshot": []}
+    for _ in range(rounds):
+        for source in runs:
+            command = [sys.executable, __file__, "--db", str(db), "--recover-only", "--json"]
+            if source == "snapshot":
+                command.append("--from-snapshot")
+            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            runs[source].append(json.loads(out))
+    summary: dict[str, object] = {"rounds": rounds}
+    for source, results in runs.items():
+        for key in ("recovery_seconds", "bytes_per_session_recovered"):
+            summary[f"{source}_{key}_median"] = statistics.median(r[key] for r in results)
+            summary[f"{source}_{key}"] = [r[key] for r in results]
+    return summary
+
+
+def recover(db: Path, reader_process: bool = False, snapshot: bool = False) -> dict[str, object]:
     """Step 3: the live state rebuilt from ``db`` as start-up does; RSS it adds and seconds
     (CPU: this process's, and with ``reader_process`` the reader's apart)."""
     gc.collect()
@@ -143,7 +188,10 @@ def recover(db: Path, reader_process: bool = False) -> dict[str, object]:
     cpu = time.process_time()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     restored = Accountant(SessionIndex(), UserDirectory())
-    sessions = _rows_from_reader(db) if reader_process else recovery.load_sessions(db, 0)
+    if snapshot:
+        sessions = _from_snapshot(db)
+    else:
+        sessions = _rows_from_reader(db) if reader_process else recovery.load_sessions(db, 0)
     for session in sessions:
         restored.restore(session)
     recovery_seconds = time.monotonic() - began
@@ -173,12 +221,29 @@ def main() -> None:
         action="store_true",
         help="with --recover-only: an experiment, the SQLite fetch in a second process",
     )
+    parser.add_argument(
+        "--from-snapshot",
+        action="store_true",
+        help="with --recover-only: load the snapshot payload of the database's sessions",
+    )
+    parser.add_argument(
+        "--snapshot-ab",
+        type=int,
+        metavar="ROUNDS",
+        help="with --db: table and snapshot loads alternated, ROUNDS each; medians",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.snapshot_ab:
+        if not args.db:
+            parser.error("--snapshot-ab needs --db")
+        result = snapshot_ab(Path(args.db), args.snapshot_ab)
+        print(json.dumps(result, indent=2) if args.json else result)
+        return
     if args.recover_only:
         if not args.db:
             parser.error("--recover-only needs --db")
-        result = recover(Path(args.db), args.reader_process)
+        result = recover(Path(args.db), args.reader_process, args.from_snapshot)
         print(json.dumps(result, indent=2) if args.json else result)
         return
     n = args.sessions

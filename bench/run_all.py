@@ -181,12 +181,28 @@ log_level = "WARNING"
 
     def __exit__(self, *exc: object) -> None:
         assert self.proc is not None
+        began = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.communicate()
+        self.stopped_in = time.monotonic() - began  # SIGTERM to exit (the snapshot written)
+
+
+def restarts(workdir: Path, db: Path) -> dict[str, object]:
+    """After a clean stop: start again on the same database (the snapshot that stop wrote),
+    stop; then once more with the snapshot removed (the table: what a crash costs)."""
+    out: dict[str, object] = {}
+    for path in ("snapshot", "table"):
+        if path == "table":
+            db.with_name(db.name + ".snapshot").unlink(missing_ok=True)
+        with Radtrack(workdir, db=db) as rt:
+            out[f"restart_{path}_s"] = round(rt.started_in, 2)
+            out[f"restart_{path}_line"] = rt.recovery_line
+        out[f"stop_after_{path}_s"] = round(rt.stopped_in, 2)
+    return out
 
 
 def loadgen(port: int, secret: str, **options: object) -> dict[str, object]:
@@ -405,7 +421,8 @@ def main() -> None:  # noqa: C901 - one scenario after another
         print("6/7 scaling: ingest and query latency at 10k / 100k / 1M online", flush=True)
         if not done("scaling"):
             scaling = []
-            for online in (10_000, 100_000, 1_000_000 if not args.quick else 200_000):
+            sizes = (10_000, 100_000, 1_000_000 if not args.quick else 200_000)
+            for online in sizes:
                 (work / f"s{online}").mkdir()
                 db = work / f"s{online}" / "bench.db"
                 subprocess.run(
@@ -446,6 +463,9 @@ def main() -> None:  # noqa: C901 - one scenario after another
                             "rss_mb": rt.rss_mb(),
                         }
                     )
+                scaling[-1]["stop_s"] = round(rt.stopped_in, 2)
+                if online == sizes[-1]:
+                    scaling[-1].update(restarts(work / f"s{online}", db))  # 4b: a real restart
             results["scaling"] = scaling
             save()
         print("7/7 RadSec ingest, then UDP, on one node (bench/radsec_load.py)", flush=True)

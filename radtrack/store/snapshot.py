@@ -27,6 +27,8 @@ whether it used them or not: a later crash never starts from a stale snapshot.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import logging
 import marshal
@@ -243,6 +245,7 @@ def load(db: Path, expected: Stamp) -> tuple[list[Session], list[User]] | None:
             gc.unfreeze()
             if collecting:
                 gc.enable()
+            release_freed_memory()
     except (SnapshotInvalid, OSError) as exc:
         logger.warning(
             "event=snapshot_ignored path=%s reason=%r (reading the table)", path, str(exc)
@@ -252,6 +255,19 @@ def load(db: Path, expected: Stamp) -> tuple[list[Session], list[User]] | None:
         discard(db)
         path.with_name(path.name + ".tmp").unlink(missing_ok=True)
         _sync_directory(path.parent)
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim). Decoding leaves
+    ~130 MB of column lists freed a million sessions in, below the sessions that live on: glibc
+    keeps such pages, ~90 bytes a session of RSS that a table start does not hold."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do, or nothing that can
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
 
 
 def read(db: Path, expected: Stamp) -> tuple[list[Session], list[User]]:
