@@ -126,6 +126,9 @@ log_level = "WARNING"
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
+            # `python -m` puts the working directory first on sys.path, before PYTHONPATH: run
+            # in ROOT, so bench/ab.py's trees are the code that runs (not the caller's checkout)
+            cwd=str(ROOT),
         )
         assert self.proc.stderr is not None
         self.recovery_line = ""
