@@ -171,6 +171,7 @@ def _store(t: Table, base: Path | None) -> StoreSettings:
         path=path,
         synchronous=sync,
         max_batch=t.positive("max_batch", int, d.max_batch),
+        commit_delay=_commit_delay(t, d.commit_delay),
         busy_timeout=float(t.positive("busy_timeout", float, d.busy_timeout)),
         cache_mb=t.positive("cache_mb", int, d.cache_mb),
         retention_days=t.positive("retention_days", int, d.retention_days, zero=True),
@@ -188,6 +189,15 @@ def _store(t: Table, base: Path | None) -> StoreSettings:
 def _beside(base: Path | None, path: str) -> Path:
     """A path of the config file: a relative one is relative to the file's folder (``base``)."""
     return base / path if base is not None else Path(path)
+
+
+def _commit_delay(t: Table, default: float) -> float:
+    delay = float(t.positive("commit_delay", float, default, zero=True))
+    if delay > 0.05:
+        # every small commit waits this long: beyond a few ms it is ack latency for nothing
+        t.fail("commit_delay", f"must be <= 0.05 seconds, not {delay}", f"the default is {default}")
+        return default
+    return delay
 
 
 def _dsn(t: Table, backend: str) -> str:

@@ -62,12 +62,14 @@ def make_store(settings: config_mod.Settings) -> Store:
             node=store.node_name or f"{socket.gethostname()}-{os.getpid()}",
             password=config_mod.store_password(store),
             max_batch=store.max_batch,
+            commit_delay=store.commit_delay,
             poll_interval=store.feed_poll_interval,
         )
     return SqliteStore(
         store.path,
         synchronous=store.synchronous,
         max_batch=store.max_batch,
+        commit_delay=store.commit_delay,
         busy_timeout=store.busy_timeout,
         cache_mb=store.cache_mb,
     )

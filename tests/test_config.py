@@ -112,6 +112,8 @@ def test_settings_are_frozen() -> None:
         ("[radius]\nlisten = ['127.0.0.1:1813']\nbogus = 1\n", "radius.bogus", "known keys"),
         ("[stor]\npath = 'x'\n", "stor", "known keys"),
         ("[store]\npath = 3\n", "store.path", ""),
+        ("[store]\ncommit_delay = 0.5\n", "store.commit_delay", "default is 0.001"),
+        ("[store]\ncommit_delay = -1\n", "store.commit_delay", "default is 0.001"),
         ("[radius]\nlisten = '127.0.0.1:1813'\n", "radius.listen", ""),
         ("[radius]\nlisten = ['127.0.0.1']\n", "radius.listen[0]", "127.0.0.1:1813"),
         (

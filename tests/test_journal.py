@@ -309,3 +309,40 @@ def test_merge_puts_newer_counters_on_a_whole_row() -> None:
         "wg0/7",
     )
     assert (merged["user_id"], merged["session_id"]) == (42, "a")
+
+
+@pytest.mark.asyncio
+async def test_after_a_small_commit_the_next_one_gathers_for_commit_delay(tmp_path: Path) -> None:
+    """Packets arriving one by one while the commit thread waits after a small commit are
+    stored by one commit, not one each (without a delay, each is a commit of its own), and the
+    first packet after an idle spell is committed at once."""
+
+    async def trickle(delay: float) -> int:
+        writer = Writer(tmp_path / f"{delay}.db", fold_interval=3600, commit_delay=delay)
+        await writer.open()
+        try:
+            assert await commit(writer, [change(session("first"), ChangeKind.STARTED)])
+            before = writer.stats.commits
+            loop = asyncio.get_running_loop()
+            acked: list[asyncio.Future[bool]] = []
+            for n in range(5):
+                acked.append(loop.create_future())
+                writer.submit([change(session(f"s{n}"), ChangeKind.STARTED)], acked[-1].set_result)
+                await asyncio.sleep(0.02)
+            assert all(await asyncio.gather(*acked))
+            commits = writer.stats.commits - before
+            await asyncio.sleep(delay + 0.1)  # idle: the wait after the last commit is over
+            began = loop.time()
+            assert await commit(writer, [change(session("after"), ChangeKind.STARTED)])
+            assert loop.time() - began < max(0.1, delay / 2)
+            assert table(tmp_path / f"{delay}.db", "current_sessions").keys() == {
+                "first",
+                "after",
+                *(f"s{n}" for n in range(5)),
+            }
+            return commits
+        finally:
+            await writer.close()
+
+    assert await trickle(0.5) == 1
+    assert await trickle(0.0) >= 4

@@ -36,6 +36,7 @@ class SqliteStore(Writer):
         *,
         synchronous: str = "FULL",
         max_batch: int = 10_000,
+        commit_delay: float = 0.0,
         busy_timeout: float = 1.0,
         cache_mb: int = 256,
     ) -> None:
@@ -43,6 +44,7 @@ class SqliteStore(Writer):
             path,
             synchronous=synchronous,
             max_batch=max_batch,
+            commit_delay=commit_delay,
             busy_timeout=busy_timeout,
             cache_mb=cache_mb,
         )

@@ -72,6 +72,7 @@ class Writer(GroupCommit):
         *,
         synchronous: str = "FULL",
         max_batch: int = 10_000,
+        commit_delay: float = 0.0,
         busy_timeout: float = 1.0,
         cache_mb: int = 256,
         retry_delay: float = 0.2,
@@ -81,7 +82,10 @@ class Writer(GroupCommit):
         fold_chunk: int = 50_000,
     ) -> None:
         super().__init__(
-            max_batch=max_batch, retry_delay=retry_delay, max_retry_delay=max_retry_delay
+            max_batch=max_batch,
+            commit_delay=commit_delay,
+            retry_delay=retry_delay,
+            max_retry_delay=max_retry_delay,
         )
         self.path = path
         self.synchronous = synchronous

@@ -104,12 +104,16 @@ class PgStore(GroupCommit):
         node: str,
         password: str | None = None,
         max_batch: int = 10_000,
+        commit_delay: float = 0.0,
         poll_interval: float = 0.5,
         retry_delay: float = 0.2,
         max_retry_delay: float = 2.0,
     ) -> None:
         super().__init__(
-            max_batch=max_batch, retry_delay=retry_delay, max_retry_delay=max_retry_delay
+            max_batch=max_batch,
+            commit_delay=commit_delay,
+            retry_delay=retry_delay,
+            max_retry_delay=max_retry_delay,
         )
         self.dsn = dsn
         self.node = node
