@@ -252,14 +252,26 @@ def write_report(r: dict[str, Any]) -> str:  # noqa: C901 - one section per targ
         "",
         "## How cost grows (5.)",
         "",
+        "A daemon for each size, all running; three rounds over them in turn (ingest, then",
+        "queries, one daemon after another); each figure the median round, the rounds beside it.",
+        "",
         "| online sessions | start-up (process start to ready) | ingest packets/s | ack p99 ms "
         "| query req/s (8 conn.) | query p99 ms | RSS MB |",
         "|---|---|---|---|---|---|---|",
     ]
+
+    def rounds(row: dict[str, Any], key: str, figure: str) -> str:
+        seen = [str(round(float(x[figure]))) for x in row.get(key, [])]
+        return f" ({' / '.join(seen)})" if seen else ""
+
     for row in r.get("scaling", []):
+        ingest_seen = rounds(row, "ingest_rounds", "acked_per_s")
+        query_seen = rounds(row, "query_rounds", "requests_per_s")
         lines.append(
-            f"| {row['online']:,} | {row['startup_s']} s | {_get(row, 'ingest', 'acked_per_s')} "
-            f"| {_get(row, 'ingest', 'latency_p99_ms')} | {_get(row, 'query', 'requests_per_s')} "
+            f"| {row['online']:,} | {row['startup_s']} s "
+            f"| {_get(row, 'ingest', 'acked_per_s')}{ingest_seen} "
+            f"| {_get(row, 'ingest', 'latency_p99_ms')} "
+            f"| {_get(row, 'query', 'requests_per_s')}{query_seen} "
             f"| {_get(row, 'query', 'latency_p99_ms')} | {row['rss_mb']:.0f} |"
         )
     radsec = r.get("radsec_beside_udp")
