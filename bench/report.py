@@ -28,29 +28,30 @@ daemon under full load (`py-spy record --threads -f raw`), valgrind instruction 
 event loop's path (`bench/hotpath.py`; they repeat within 0.3 % whatever the box does),
 `gc.callbacks` probes, and A/B runs that alternate builds on one scenario in one run
 (`bench/ab.py query|ingest|latency|saturated --tree A --tree B`). This box is shared: the
-figures of one build swing 1.5-10x between identical runs (this run's FreeRADIUS did 2,085/s
-against 2,698/s at 14:17 the same day; radtrack 14,906 against 19,049), so compare only within
-a run, and read the A/B pairs below rather than one table.
+figures of one build swing 1.5-2x between identical runs (the scaling rounds above: 18,696 to
+31,444 packets/s for one daemon within minutes), so compare only within a run, and read the
+A/B pairs rather than one table.
 
-**This run's tails are the box's.** Ack p99 at 5,000 packets/s was 227.6 ms (19.8 ms at 14:17),
-and 3,873 ms beside saturated queries. An A/B right after, alternating the session's starting
-point (e4a57b7) with this build: ack p99 557 / 48 ms against 363 / 1,006 ms (`bench/ab.py
-latency`); beside saturated queries 107 / 177 ms for this build against 285 / 99 ms for this
-build with the API on the ingest loop (`bench/ab.py saturated`), 0 lost and no drops in all.
-An fdatasync of 4 KiB took 0.21 ms p50, 0.68 ms p99 at the time.
+**A correction (2026-12-03).** Until then `bench/ab.py` ran both of its trees' daemons from the
+caller's working directory, and `python -m radtrack` puts that directory on `sys.path` ahead of
+`PYTHONPATH`: every pair of the 2026-12-02 analysis (the API thread's query and saturation
+pairs, the ack-tail pair, recvmmsg's daemon rates) compared one build with itself. They showed
+the box's noise and nothing else. `bench/run_all.py` now starts radtrack in its own tree; the
+pairs below are measured again (or marked as not).
 
 **What round 3 changed, and what each measured.**
 1. *The API on a thread and event loop of its own* (`radtrack/api/thread.py`). Reads of the live
    state run there under the GIL (a user's chain walk retries when an unlink overlapped it:
    `SessionIndex.relinks`); writes, the store, Disconnect and /metrics run on the ingest loop.
-   3b A/B (200 req/s beside 5,000 packets/s, 15 s a round): p99 6.5 / 10.5 / 9.7 ms threaded
-   against 4.8 / 8.0 / 9.4 ms on the ingest loop, and 10.7 / 5.8 / 7.9 against 10.5 / 8.3 /
-   12.3 in a second run: no difference beyond the box's noise. Kept because a query no longer
-   waits for the ingest loop at all (tests/test_api_thread.py: answered in < 0.5 s while the
-   loop is blocked 1.5 s; the previous main waited the 1.5 s). Its cost: every callback of the
-   API's loop takes the GIL anew, up to the switch interval (0.5 ms) while ingest holds it, so
-   saturated queries beside ingest run ~20 % slower (1,624 / 1,368 req/s against 1,944 / 1,764);
-   ingest itself is not slowed (3c above). A 0.1 ms switch interval changed nothing measurable.
+   3b A/B of the change itself (a7209a2^ against a7209a2), six alternated rounds: p99 on the
+   ingest loop 5.07 / 5.01 / 9.86 / 16.08 / 7.69 / 7.06 ms, on its own thread 5.17 / 9.78 /
+   9.50 / 6.19 / 7.14 / 7.65 ms, medians 7.4 and 7.4: no difference beyond the noise. Kept
+   because a query no longer waits for the ingest loop at all (tests/test_api_thread.py:
+   answered in < 0.5 s while the loop is blocked 1.5 s). Its cost, beside saturated queries
+   (`bench/ab.py saturated`, the same pair): 2,709 / 2,861 req/s against 3,276 / 2,973 on the
+   ingest loop, ingest ack p99 200 / 18.5 ms against 37 / 42 ms, 0 lost and no drops in all.
+   A 0.1 ms switch interval instead of 0.5 ms is worse: 3b p99 7.29 / 9.08 / 8.86 ms against
+   5.52 / 6.83 / 5.25 ms (every API callback waits for the GIL more often, and so does ingest).
 2. *No collection scans the sessions any more* (`radtrack/gcpolicy.py`). A full collection
    scanned every session made since start-up (1,000,000 of them: 0.38 s with the GIL held).
    Every 5 s the daemon now collects the young and middle generations and freezes the rest:
@@ -60,57 +61,65 @@ An fdatasync of 4 KiB took 0.21 ms p50, 0.68 ms p99 at the time.
    `bench/memory_fields.py` gives the bytes by field. The Session object 272 -> 224 bytes (NAS
    name and address, Connect-Info and start_seen in one shared `Origin`; close reason,
    terminate cause and disconnecting in one `Ending`, both interned through bounded tables in
-   `radtrack/shared.py`); Calling-Station-Ids and whole-second start times shared (80 -> 39 and
-   32 -> 14 bytes); user id and name shared with the user's other sessions on recovery too.
-   The journal's rows are built by plain code instead of `operator.attrgetter` (a counters row
-   3,160 -> 1,600 instructions), which paid for the rest: the loop's path is 102,400
-   instructions a packet, as at the start of the round. Not shrunk: the id, Acct-Session-Id
-   and Framed-IP strings (208 bytes, unique per session). A session that has sent an Interim
-   carries its own counters and timestamps: ~808 bytes.
-4. *The scaling table's load*: the same 10,000 sessions at every size (it used min(online,
-   100,000), so the 10k row was mostly Interims and the others mostly session starts).
+   `radtrack/shared.py`); Calling-Station-Ids and whole-second start times shared; user id
+   and name shared with the user's other sessions on recovery too. Not shrunk: the id,
+   Acct-Session-Id and Framed-IP strings (208 bytes, unique per session).
+4. *commit_delay* (`[store] commit_delay`, 1 ms; `radtrack/store/groupcommit.py`). At 5,000
+   packets/s commits back to back held 2-4 packets each (1,830 commits a second, mean 0.39 ms):
+   an fsync, a round of replies and the loop's callbacks apiece. After a commit of fewer than
+   64 rows the commit thread now gathers for 1 ms, as PostgreSQL's commit_delay: ~10 packets a
+   commit. `bench/ab.py latency`, alternated: the commit thread's CPU a packet 103 / 99 -> 57 /
+   56 us, the loop's 76 / 77 -> 61 / 59 us, ack p50 1.2 / 1.4 -> 2.5 / 2.4 ms, p99 8.9 / 13.9
+   -> 10.8 / 8.3 ms. Saturated ingest commits ~200 rows at a time and never waits (20.8k /
+   25.1k before, 26.4k / 31.3k after, alternated). 3b did not move (7.5 / 6.9 / 7.7 before,
+   7.6 / 7.2 / 5.4 ms after): a third less CPU at 5,000 packets/s, but the query's wait is not
+   the CPU's.
+5. *A snapshot at a clean stop* (`radtrack/store/snapshot.py`, `columnar.py`; the rules in
+   docs/reliability.md). The stop writes the live set as marshal'd columns beside the
+   database, sealed by a token in the stop's last transaction that triggers on `sessions` and
+   `users` delete on any write, and checked against the file's identity; the next start reads
+   it instead of 1,000,000 rows when all of it holds, the table otherwise. 1,000,000 online:
+   ready in 3.41-4.03 s from the snapshot against 6.75-7.72 s from the table (a crash), and
+   the clean stop takes 5.9-7.5 s instead of ~4 (encoding is ~3.5 s of CPU).
+6. *The scaling table*: a daemon for each size, all running, three rounds over them in turn.
+   One pass a size in order measured the box's drift: 1M read 0.66 of 10k in the full run of
+   10:27, and equal to 100k in three alternated rounds right after.
 
 **Tried and not kept.** `recvmmsg(2)` intake (branch `recvmmsg`, `fastpath/intake.py`): equal
-user-space instructions (117,843 against 117,249 a packet, `hotpath.py --socket`), 2.0-3.2 us
-a datagram against 2.2-4.2 us for recvfrom on queued datagrams; but it holds the GIL for the
-call, so the API's thread and the commit thread would wait the switch interval more often; in
-the daemon (`bench/ab.py ingest`, 200,000 packets) 15,742 / 16,982 packets/s against 17,681 /
-16,985 without it, the loop's CPU 41 against 39 us a packet: no gain, not merged. (RadSec's lower
-CPU a packet in the table above comes from TCP: many packets a read, one write a commit.)
-A doorbell instead of a Condition for the commit thread: py-spy's share of the submit lock's
-line stayed 4.3 %. GC thresholds 1,000 / 2 instead of 2,000 / 2: young pauses 0.26 instead of
-0.48 ms but 60 % more GC CPU (1.09 against 0.69 ms per 1,000 packets); at 5,000 packets/s GC
-holds the GIL < 0.6 % of the time either way, too little to set a p99.
+user-space instructions (117,843 against 117,249 a packet, `hotpath.py --socket`), 2.0-3.2 us a
+datagram against 2.2-4.2 us for recvfrom on queued datagrams; it holds the GIL for the call.
+Its daemon A/B of 2026-12-02 ran main on both sides (the correction above) and was not run
+again: not merged, open. GC thresholds 1,000 / 2 instead of 2,000 / 2 (`hotpath.py`, valid):
+young pauses 0.26 instead of 0.48 ms but 60 % more GC CPU.
 
-**Ingest (1, 1b: not met) and why Python on two cores stops short.** Per packet in this run:
-the event loop 45.5 us, the commit thread 26.5 us, the fold 9.7 us, the load generator ~11-17 us:
-~95 us of CPU on two cores, a ceiling near 21,000/s with both cores full, and the loop alone
-caps at ~22,000/s on a core of its own. 10x this run's FreeRADIUS would be 20,850/s, 10x the
-14:17 run's 26,980/s. In py-spy's samples of the loop, `recvfrom` is 14-22 %, the rest spread
-over decode, the authenticator check, the accounting rules and the submit (none above 5 %).
-What would reach it: the packet path (decode, authenticator, the Interim rule, the journal row)
-in C behind the same differential tests, which would take the loop from ~45 to ~15 us a packet;
-or the commit thread in a process of its own fed packed rows, which would give the loop the GIL
-to itself.
+**Ingest (1 met; 1b, 10x FreeRADIUS, not met).** Per packet in this run: the event loop 29.6
+us, the commit thread 20.3 us, the fold 7.1 us, the load generator ~8-9 us: ~66 us of CPU on
+two cores, a ceiling near 30,000/s with both cores full, and the loop's and the commit thread's
+Python share one GIL. 10x this run's FreeRADIUS is 32,364/s. In py-spy's samples of the loop,
+`recvfrom` is 14-22 %, the rest spread over decode, the authenticator check, the accounting
+rules and the submit (none above 5 %). What would reach it: the packet path (decode,
+authenticator, the Interim rule, the journal row) in C behind the same differential tests,
+taking the loop from ~30 to ~10 us a packet; or the commit thread in a process of its own fed
+packed rows, which would give the loop the GIL to itself.
 
-**Queries beside ingest (3b: not met).** getOnlineSessions costs ~0.3 ms of CPU. Its p99 at
-200 req/s beside 5,000 packets/s swings 4.8-12 ms between identical runs of one build in the
-A/B runs above (20.4 ms in this table). What is left after (1) and (2) is the box (the load
-generator and the query client share the two cores with the daemon's three busy threads) and
-the GIL's hand-offs; a query answered without the GIL (a reader process over a shared-memory
-copy of the online index, or C) is what would take it under 5 ms reliably.
+**Queries beside ingest (3b: not met).** getOnlineSessions costs ~0.28 ms of the API thread's
+CPU (py-spy: 225 samples of Python at 500 Hz over 8 s for 1,600 queries). Its p99 at 200 req/s
+is 2.2-3.5 ms with no ingest, and 5-10 ms beside 5,000 packets/s in alternated runs of every
+build above. A probe in the daemon at 5,000 packets/s (a thread asking for 1 ms sleeps, and
+`gc.callbacks`) over ~30 s: the sleeper woke more than 2 ms late 1,002 times, up to 24 ms; the
+collector ran 260 young collections (1.5 ms of CPU median) and 94 middle ones (3.3 ms median,
+7.5 ms max), 2.8 % of the time with every thread stopped, since the sessions ingest makes are
+tracked objects whose fields are cold in cache. What is left is the GIL's hand-offs between
+the loop, the commit thread and the API's thread, and two cores shared with the load generator
+and the query client. A query answered without the GIL (a reader process over a shared-memory
+copy of the online index, or the index and the query in C) is what would take it under 5 ms.
 
-**Restart (4b: not met in this run).** The daemon was ready 8.57 s after its process started
-with 1,000,000 online (7.41 s at 14:17), and recovery alone took 8.86 s (`bench/memory.py`;
-6.0-6.9 s for both the old and the new session layout in alternating `--recover-only` runs an
-hour earlier, load ~1). Recovery is ~99 % CPU: SQLite's row fetch (Python 3.11's sqlite3
-releases and retakes the GIL around every column), shared-value lookups and index inserts
-(cache misses). Closing it: a compact snapshot of the live set written by the fold (one blob per
-NAS) read at start-up instead of 1,000,000 rows, or a C row decoder.
+**Restart (4b: met).** After a clean stop, the snapshot; after a crash, the table, still under
+8 s in this run (recovery is ~99 % CPU: SQLite's row fetch, which releases and retakes the GIL
+around every column, shared-value lookups and index inserts).
 
-**Scaling (5: 0.78, just short of 0.8).** With the same load at every size, ingest is 19,822 /
-19,343 / 15,518 packets/s at 10k / 100k / 1M online and queries 3,826 / 3,590 / 3,919 req/s.
-At 1M the index's dicts (and the fold's B-tree) no longer fit in cache.
+**Scaling (5: met)** in the round-robin table above; at 1M the index's dicts and the fold's
+B-tree no longer fit in cache, which shows in single rounds, not in the medians.
 
 Earlier rounds (kept): the acknowledgement journal and its fold, replies sent by the commit
 thread with one sendmmsg(2) per commit, the learned packet layouts of the fast path, and the
@@ -120,7 +129,8 @@ Commands: the whole table `python3 bench/run_all.py`; one scenario, two builds a
 `python3 bench/ab.py query --tree A --tree B --rounds 3`; the loop's instructions `valgrind
 --tool=cachegrind --cache-sim=no python3 bench/hotpath.py --runs 1 --packets N` (N = 5,000 and
 20,000, the difference over 15,000); bytes by field `python3 bench/memory_fields.py --sessions
-200000`; recovery alone `python3 bench/memory.py --db m1m.db --only-db` then `--recover-only`."""
+200000`; recovery alone `python3 bench/memory.py --db m1m.db --only-db` then `--recover-only`
+(`--snapshot-ab 3`: snapshot and table loads alternated)."""
 
 
 def _ok(good: bool) -> str:
