@@ -79,8 +79,9 @@ pairs below are measured again (or marked as not).
    database, sealed by a token in the stop's last transaction that triggers on `sessions` and
    `users` delete on any write, and checked against the file's identity; the next start reads
    it instead of 1,000,000 rows when all of it holds, the table otherwise. 1,000,000 online:
-   ready in 3.41-4.03 s from the snapshot against 6.75-7.72 s from the table (a crash), and
-   the clean stop takes 5.9-7.5 s instead of ~4 (encoding is ~3.5 s of CPU).
+   ready in 3.12-4.03 s from the snapshot against 6.75-7.72 s from the table (a crash), in
+   three runs of this step; the clean stop takes 5.9-7.5 s instead of ~4 (encoding is ~3.5 s of
+   CPU), so a restart's downtime is about what it was: the start is what got shorter.
 6. *The scaling table*: a daemon for each size, all running, three rounds over them in turn.
    One pass a size in order measured the box's drift: 1M read 0.66 of 10k in the full run of
    10:27, and equal to 100k in three alternated rounds right after.
@@ -92,27 +93,28 @@ Its daemon A/B of 2026-12-02 ran main on both sides (the correction above) and w
 again: not merged, open. GC thresholds 1,000 / 2 instead of 2,000 / 2 (`hotpath.py`, valid):
 young pauses 0.26 instead of 0.48 ms but 60 % more GC CPU.
 
-**Ingest (1 met; 1b, 10x FreeRADIUS, not met).** Per packet in this run: the event loop 29.6
-us, the commit thread 20.3 us, the fold 7.1 us, the load generator ~8-9 us: ~66 us of CPU on
-two cores, a ceiling near 30,000/s with both cores full, and the loop's and the commit thread's
-Python share one GIL. 10x this run's FreeRADIUS is 32,364/s. In py-spy's samples of the loop,
-`recvfrom` is 14-22 %, the rest spread over decode, the authenticator check, the accounting
-rules and the submit (none above 5 %). What would reach it: the packet path (decode,
-authenticator, the Interim rule, the journal row) in C behind the same differential tests,
-taking the loop from ~30 to ~10 us a packet; or the commit thread in a process of its own fed
-packed rows, which would give the loop the GIL to itself.
+**Ingest (1 met; 1b, 10x FreeRADIUS, not met).** Per packet in the run of 10:54: the event
+loop 28.9 us, the commit thread 20.1 us, the fold 7.7 us, the load generator ~8-9 us: ~66 us of
+CPU on two cores, a ceiling near 30,000/s with both cores full, and the loop's and the commit
+thread's Python share one GIL. 10x that run's FreeRADIUS (3,337/s) is 33,370/s. In py-spy's
+samples of the loop, `recvfrom` is 14-22 %, the rest spread over decode, the authenticator
+check, the accounting rules and the submit (none above 5 %). What would reach it: the packet
+path (decode, authenticator, the Interim rule, the journal row) in C behind the same
+differential tests, taking the loop from ~29 to ~10 us a packet; or the commit thread in a
+process of its own fed packed rows, which would give the loop the GIL to itself.
 
-**Queries beside ingest (3b: not met).** getOnlineSessions costs ~0.28 ms of the API thread's
-CPU (py-spy: 225 samples of Python at 500 Hz over 8 s for 1,600 queries). Its p99 at 200 req/s
-is 2.2-3.5 ms with no ingest, and 5-10 ms beside 5,000 packets/s in alternated runs of every
-build above. A probe in the daemon at 5,000 packets/s (a thread asking for 1 ms sleeps, and
+**Queries beside ingest (3b: 4.7 ms in the run of 10:54, not met reliably).**
+getOnlineSessions costs ~0.28 ms of the API thread's CPU (py-spy: 225 samples of Python at
+500 Hz over 8 s for 1,600 queries). Its p99 at 200 req/s is 2.2-3.5 ms with no ingest, and
+5-10 ms beside 5,000 packets/s in the alternated runs of every build above (6.6 ms in the full
+run of 10:27). A probe in the daemon at 5,000 packets/s (a thread asking for 1 ms sleeps, and
 `gc.callbacks`) over ~30 s: the sleeper woke more than 2 ms late 1,002 times, up to 24 ms; the
 collector ran 260 young collections (1.5 ms of CPU median) and 94 middle ones (3.3 ms median,
 7.5 ms max), 2.8 % of the time with every thread stopped, since the sessions ingest makes are
 tracked objects whose fields are cold in cache. What is left is the GIL's hand-offs between
 the loop, the commit thread and the API's thread, and two cores shared with the load generator
 and the query client. A query answered without the GIL (a reader process over a shared-memory
-copy of the online index, or the index and the query in C) is what would take it under 5 ms.
+copy of the online index, or the index and the query in C) is what would keep it under 5 ms.
 
 **Restart (4b: met).** After a clean stop, the snapshot; after a crash, the table, still under
 8 s in this run (recovery is ~99 % CPU: SQLite's row fetch, which releases and retakes the GIL
