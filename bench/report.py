@@ -86,12 +86,13 @@ pairs below are measured again (or marked as not).
    One pass a size in order measured the box's drift: 1M read 0.66 of 10k in the full run of
    10:27, and equal to 100k in three alternated rounds right after.
 
-**Tried and not kept.** `recvmmsg(2)` intake (branch `recvmmsg`, `fastpath/intake.py`): equal
-user-space instructions (117,843 against 117,249 a packet, `hotpath.py --socket`), 2.0-3.2 us a
-datagram against 2.2-4.2 us for recvfrom on queued datagrams; it holds the GIL for the call.
-Its daemon A/B of 2026-12-02 ran main on both sides (the correction above) and was not run
-again: not merged, open. GC thresholds 1,000 / 2 instead of 2,000 / 2 (`hotpath.py`, valid):
-young pauses 0.26 instead of 0.48 ms but 60 % more GC CPU.
+**Tried and not kept.** `recvmmsg(2)` intake (a `fastpath/intake.py` on a branch that did not
+land and is gone): equal user-space instructions (117,843 against 117,249 a packet, `hotpath.py
+--socket`), 2.0-3.2 us a datagram against 2.2-4.2 us for recvfrom on queued datagrams; it holds
+the GIL for the call. Its daemon A/B of 2026-12-02 ran main on both sides (the correction
+above), so whether it pays in the daemon is open: `recvfrom` is 14-22 % of the loop's samples.
+GC thresholds 1,000 / 2 instead of 2,000 / 2 (`hotpath.py`, valid): young pauses 0.26 instead
+of 0.48 ms but 60 % more GC CPU.
 
 **Ingest (1 met; 1b, 10x FreeRADIUS, not met).** Per packet in the run of 10:54: the event
 loop 28.9 us, the commit thread 20.1 us, the fold 7.7 us, the load generator ~8-9 us: ~66 us of
