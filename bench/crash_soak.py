@@ -33,10 +33,17 @@ def main() -> None:
     args = parser.parse_args()
     sig = signal.SIGKILL if args.signal == "KILL" else signal.SIGTERM
     began = time.monotonic()
+    sources: list[str] = []  # each start's source=snapshot|table
     with tempfile.TemporaryDirectory() as tmp:
         kills, acked = asyncio.run(
             crash_run(
-                Path(tmp), load(), sessions=args.sessions, kills=args.kills, seed=args.seed, sig=sig
+                Path(tmp),
+                load(),
+                sessions=args.sessions,
+                kills=args.kills,
+                seed=args.seed,
+                sig=sig,
+                sources=sources,
             )
         )
     print(
@@ -46,6 +53,7 @@ def main() -> None:
                 "kills": kills,
                 "packets_acknowledged_and_checked": acked,
                 "sessions": args.sessions,
+                "starts_by_source": {s: sources.count(s) for s in sorted(set(sources))},
                 "seconds": round(time.monotonic() - began, 1),
                 "result": "every acknowledged packet stored; no duplicate; online set as expected",
             },

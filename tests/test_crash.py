@@ -99,10 +99,12 @@ listen = ""
 class Daemon:
     """radtrack serve as a child process."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, sources: list[str] | None = None) -> None:
         self.config = config
         self.proc: asyncio.subprocess.Process | None = None
         self.last_stop = ""
+        # where each start rebuilt the live state from (source=snapshot|table)
+        self.sources = [] if sources is None else sources
 
     async def start(self) -> None:
         self.last_stop = ""
@@ -120,6 +122,8 @@ class Daemon:
         while True:
             line = await asyncio.wait_for(self.proc.stderr.readline(), 20)
             assert line, "radtrack exited during start-up"
+            if b"event=recovered" in line:
+                self.sources.append(line.split(b"source=")[1].split()[0].decode())
             if b"event=started" in line:
                 break
         self._drain = asyncio.create_task(self._consume())
@@ -250,12 +254,19 @@ def check_database(db: Path, nas: Nas, plan: Plan) -> None:
 
 
 async def crash_run(
-    tmp_path: Path, dictionary: Dictionary, *, sessions: int, kills: int, seed: int, sig: int
+    tmp_path: Path,
+    dictionary: Dictionary,
+    *,
+    sessions: int,
+    kills: int,
+    seed: int,
+    sig: int,
+    sources: list[str] | None = None,
 ) -> tuple[int, int]:
     rng = random.Random(seed)
     plan = make_plan(dictionary, sessions, seed)
     port = free_udp_port()
-    daemon = Daemon(write_config(tmp_path, port))
+    daemon = Daemon(write_config(tmp_path, port), sources)
     await daemon.start()
     loop = asyncio.get_running_loop()
     transport, nas = await loop.create_datagram_endpoint(
@@ -306,7 +317,12 @@ async def test_sigkill_under_load_loses_nothing_acknowledged(
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_sigterm_under_load_loses_nothing(tmp_path: Path, dictionary: Dictionary) -> None:
+    """...and each start after a clean stop under load rebuilds from that stop's snapshot
+    (store/snapshot.py); the sessions it rebuilt take the rest of the load, and the store
+    ends with every acknowledged packet and the online set the packets say."""
+    sources: list[str] = []
     kills, _ = await crash_run(
-        tmp_path, dictionary, sessions=600, kills=3, seed=7, sig=signal.SIGTERM
+        tmp_path, dictionary, sessions=600, kills=3, seed=7, sig=signal.SIGTERM, sources=sources
     )
     assert kills == 3
+    assert sources == ["table", "snapshot", "snapshot", "snapshot"]
