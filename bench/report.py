@@ -112,7 +112,9 @@ run of 10:27). A probe in the daemon at 5,000 packets/s (a thread asking for 1 m
 `gc.callbacks`) over ~30 s: the sleeper woke more than 2 ms late 1,002 times, up to 24 ms; the
 collector ran 260 young collections (1.5 ms of CPU median) and 94 middle ones (3.3 ms median,
 7.5 ms max), 2.8 % of the time with every thread stopped, since the sessions ingest makes are
-tracked objects whose fields are cold in cache. What is left is the GIL's hand-offs between
+tracked objects whose fields are cold in cache. Yet with the collector off entirely (an upper
+bound on what GC tuning could win; A/B, three rounds) p99 was 2.8 / 7.8 / 5.4 ms against 7.5 /
+6.2 / 5.2 ms with it: within the noise. What is left is the GIL's hand-offs between
 the loop, the commit thread and the API's thread, and two cores shared with the load generator
 and the query client. A query answered without the GIL (a reader process over a shared-memory
 copy of the online index, or the index and the query in C) is what would keep it under 5 ms.
