@@ -314,8 +314,9 @@ def test_merge_puts_newer_counters_on_a_whole_row() -> None:
 @pytest.mark.asyncio
 async def test_after_a_small_commit_the_next_one_gathers_for_commit_delay(tmp_path: Path) -> None:
     """Packets arriving one by one while the commit thread waits after a small commit are
-    stored by one commit, not one each (without a delay, each is a commit of its own), and the
-    first packet after an idle spell is committed at once."""
+    stored by one commit, not one each (without a delay, each is a commit of its own, but for
+    an fsync slower than their spacing), and the first packet after an idle spell is committed
+    at once, not after the delay."""
 
     async def trickle(delay: float) -> int:
         writer = Writer(tmp_path / f"{delay}.db", fold_interval=3600, commit_delay=delay)
@@ -328,13 +329,14 @@ async def test_after_a_small_commit_the_next_one_gathers_for_commit_delay(tmp_pa
             for n in range(5):
                 acked.append(loop.create_future())
                 writer.submit([change(session(f"s{n}"), ChangeKind.STARTED)], acked[-1].set_result)
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.05)
             assert all(await asyncio.gather(*acked))
             commits = writer.stats.commits - before
             await asyncio.sleep(delay + 0.1)  # idle: the wait after the last commit is over
             began = loop.time()
             assert await commit(writer, [change(session("after"), ChangeKind.STARTED)])
-            assert loop.time() - began < max(0.1, delay / 2)
+            if delay:
+                assert loop.time() - began < delay / 2
             assert table(tmp_path / f"{delay}.db", "current_sessions").keys() == {
                 "first",
                 "after",
@@ -344,5 +346,5 @@ async def test_after_a_small_commit_the_next_one_gathers_for_commit_delay(tmp_pa
         finally:
             await writer.close()
 
-    assert await trickle(0.5) == 1
-    assert await trickle(0.0) >= 4
+    assert await trickle(1.0) == 1
+    assert await trickle(0.0) >= 3
