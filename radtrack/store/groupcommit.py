@@ -265,7 +265,8 @@ class GroupCommit:
         return rows, callbacks, acks, chore
 
     def _commit_loop(self) -> None:
-        """The commit thread: group commits back to back while there is work."""
+        """The commit thread: group commits while there is work (after a small one, it
+        gathers for commit_delay first)."""
         os_thread_name(self.thread_name)
         delay = self.retry_delay
         small = False
