@@ -172,6 +172,7 @@ def _store(t: Table, base: Path | None) -> StoreSettings:
         synchronous=sync,
         max_batch=t.positive("max_batch", int, d.max_batch),
         commit_delay=_commit_delay(t, d.commit_delay),
+        snapshot=t.get("snapshot", bool, d.snapshot),
         busy_timeout=float(t.positive("busy_timeout", float, d.busy_timeout)),
         cache_mb=t.positive("cache_mb", int, d.cache_mb),
         retention_days=t.positive("retention_days", int, d.retention_days, zero=True),

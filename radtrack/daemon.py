@@ -229,7 +229,8 @@ class Daemon:
         self.recovered_sessions = len(self.index)
         gc.freeze()  # recovered sessions live long: keep them out of every collection
         # a clean stop may write them down for the next start (SQLite: store/snapshot.py)
-        self.store.keep_at_close(lambda: list(self.index))
+        if self.settings.store.snapshot:
+            self.store.keep_at_close(lambda: list(self.index))
         logger.info(
             "event=recovered sessions_online=%d closed_kept=%d users=%d journal_rows=%d "
             "source=%s seconds=%.2f",

@@ -126,7 +126,8 @@ async def traffic(daemon: Daemon, dictionary: Dictionary, tag: str = "s") -> Non
 
 
 async def started(tmp_path: Path, db: Path, **sections: Any) -> Daemon:
-    daemon = Daemon(make_settings(tmp_path, store={"path": str(db)}, **sections))
+    store = {"path": str(db), **sections.pop("store", {})}
+    daemon = Daemon(make_settings(tmp_path, store=store, **sections))
     try:
         await daemon.start()
     except BaseException:
@@ -209,6 +210,31 @@ async def test_the_start_removes_the_snapshot_and_its_seal(
     # a second clean stop writes a new one, which the next start reads
     _, source = await memory_of_a_start(tmp_path, db)
     assert source == "snapshot"
+
+
+@pytest.mark.asyncio
+async def test_store_snapshot_false_writes_none(tmp_path: Path, dictionary: Dictionary) -> None:
+    """``[store] snapshot = false`` (a host without the memory to spare at a stop): a clean
+    stop writes no snapshot and leaves no seal, and the next start reads the table."""
+    db = tmp_path / "radtrack.db"
+    off = {"snapshot": False}
+    daemon = await started(tmp_path, db, store=off)
+    try:
+        await traffic(daemon, dictionary)
+        before = memory(daemon)
+    finally:
+        await daemon.stop()
+    assert not snapshot.path_of(db).exists()
+    conn = sqlite3.connect(db)
+    try:
+        assert snapshot.sealed_token(conn) is None
+    finally:
+        conn.close()
+    after, source = await memory_of_a_start(tmp_path, db, store=off)
+    assert source == "table"
+    assert len(after["online"]) == 7
+    assert after["online"] == sorted(before["online"], key=lambda s: s[0][2])
+    assert not snapshot.path_of(db).exists()  # nor did that stop write one
 
 
 async def assert_table_start(tmp_path: Path, db: Path, reason: str, **sections: Any) -> None:

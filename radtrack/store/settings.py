@@ -20,6 +20,7 @@ class StoreSettings:
     synchronous: str = "FULL"
     max_batch: int = 10_000
     commit_delay: float = 0.001  # seconds the commit thread gathers after a small commit
+    snapshot: bool = True  # SQLite: a clean stop writes the live set for the next start
     busy_timeout: float = 1.0
     cache_mb: int = 256
     retention_days: int = 0  # closed sessions older than this are pruned; 0 keeps them all
