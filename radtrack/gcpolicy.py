@@ -23,7 +23,29 @@ would be such a leak.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def paused(*, long_lived: bool) -> Iterator[None]:
+    """The collector paused while a block makes millions of containers (recovery, the
+    snapshot): each pass would only walk the growing heap again, seconds for a million
+    sessions. ``long_lived``: what the block made lives on, so at its end every tracked object
+    goes straight to the oldest generation (freeze, then unfreeze), and the next young
+    collection does not walk them all once more (~1 s for a million); the daemon freezes them
+    there after start-up."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if long_lived:
+            gc.freeze()  # every tracked object to the permanent generation, none collected...
+            gc.unfreeze()  # ...then all of them to the oldest one
+        if collecting:
+            gc.enable()
 
 
 def settle() -> None:

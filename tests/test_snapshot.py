@@ -237,6 +237,25 @@ async def test_store_snapshot_false_writes_none(tmp_path: Path, dictionary: Dict
     assert not snapshot.path_of(db).exists()  # nor did that stop write one
 
 
+@pytest.mark.asyncio
+async def test_a_snapshot_that_cannot_be_written_leaves_a_clean_stop(
+    tmp_path: Path, dictionary: Dictionary, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disk refuses the file (here: its temporary name is taken by a directory): the stop
+    still ends cleanly with a warning, and the next start reads the table, seal or not."""
+    db = tmp_path / "radtrack.db"
+    blocker = snapshot.path_of(db).with_name(snapshot.path_of(db).name + ".tmp")
+    blocker.mkdir()
+    caplog.set_level(logging.INFO)
+    before = await stopped_with_traffic(tmp_path, dictionary, db)
+    assert any("event=snapshot_failed" in r.getMessage() for r in caplog.records)
+    assert not snapshot.path_of(db).exists()
+    blocker.rmdir()
+    after, source = await memory_of_a_start(tmp_path, db)
+    assert source == "table"
+    assert after["online"] == sorted(before["online"], key=lambda s: s[0][2])
+
+
 async def assert_table_start(tmp_path: Path, db: Path, reason: str, **sections: Any) -> None:
     """The next start reads the table, equal to a table start of a copy of the database."""
     table_db = copy_store(db, tmp_path / f"copy-{reason}")

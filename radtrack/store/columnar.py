@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from radtrack.model import Session, User
-from radtrack.shared import ending_of, origin_of
+from radtrack.store import recovery
 
 
 class Unencodable(ValueError):
@@ -165,11 +165,9 @@ def decode(payload: bytes | memoryview) -> tuple[list[Session], list[User]]:
     shared_columns, apart_columns = iter(shared), iter(apart)
     columns = [next(shared_columns if n in _REFERENCED else apart_columns) for n in _APART]
     values: dict[Any, Any] = {}
-    table = []
-    for fields in groups:
-        one = [values.setdefault(v, v) for v in fields[:-1]]
-        origin = origin_of(one[6], one[7], one[8], bool(fields[-1]))
-        table.append((*one[:4], ending_of(one[4], one[5], False), origin))
+    table = [recovery.grouped(fields, values.setdefault) for fields in groups]
+    # the slots set as recovery._Shared.sessions sets them (tests/test_snapshot*.py compare a
+    # snapshot start with a table start slot by slot)
     new = Session.__new__
     sessions: list[Session] = []
     append = sessions.append

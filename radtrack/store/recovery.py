@@ -8,13 +8,13 @@ instead of one per session: most of the memory a session takes is in those objec
 
 from __future__ import annotations
 
-import gc
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+from radtrack import gcpolicy
 from radtrack.model import SESSION_COLUMNS, Session, User
 from radtrack.shared import ending_of, origin_of
 
@@ -64,29 +64,21 @@ def load_sessions(path: Path, closed_limit: int) -> Iterator[Session]:
     which the accounting core keeps so late packets do not reopen them. Blocking.
 
     The cyclic garbage collector is paused until the last session is out (or the caller stops
-    early): every session is a new container that lives on, so each pass would only walk the
-    growing heap again (seconds for a million sessions). Then they go straight to its oldest
-    generation, so that the next young collection does not walk them all once more (~1 s for
-    a million); the daemon freezes them there.
+    early), then the sessions go straight to its oldest generation (gcpolicy.paused).
     """
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     shared = _Shared()
-    collecting = gc.isenabled()
-    gc.disable()
     try:
-        conn.execute("BEGIN")  # one snapshot for both queries
-        select, build = _SELECT, shared.sessions
-        if not _has_json(conn):
-            select, build = _SELECT_PLAIN, _one_by_one
-        # a sequential scan beats a partial-index walk plus a B-tree lookup per row here
-        yield from build(conn.execute(f"{select} NOT INDEXED WHERE stop_time IS NULL"))
-        yield from _closed(conn, select, build, closed_limit)
-        conn.execute("COMMIT")
+        with gcpolicy.paused(long_lived=True):
+            conn.execute("BEGIN")  # one snapshot for both queries
+            select, build = _SELECT, shared.sessions
+            if not _has_json(conn):
+                select, build = _SELECT_PLAIN, _one_by_one
+            # a sequential scan beats a partial-index walk plus a B-tree lookup per row here
+            yield from build(conn.execute(f"{select} NOT INDEXED WHERE stop_time IS NULL"))
+            yield from _closed(conn, select, build, closed_limit)
+            conn.execute("COMMIT")
     finally:
-        gc.freeze()  # every tracked object to the permanent generation, and none collected...
-        gc.unfreeze()  # ...then all of them to the oldest one
-        if collecting:
-            gc.enable()
         conn.close()
 
 
@@ -112,6 +104,15 @@ def load_closed(conn: sqlite3.Connection, closed_limit: int) -> list[Session]:
     if _has_json(conn):
         return list(_closed(conn, _SELECT, _Shared().sessions, closed_limit))
     return list(_closed(conn, _SELECT_PLAIN, _one_by_one, closed_limit))
+
+
+def grouped(values: Sequence[Any], share: Callable[[Any, Any], Any]) -> tuple[Any, ...]:
+    """The values of _GROUPED in one row (start_seen last, as stored) as a Session holds them:
+    the first four, an Ending and an Origin; each value but start_seen through ``share`` (a
+    dict's setdefault: one object per distinct value). The snapshot's groups take it too."""
+    one = [share(value, value) for value in values[:-1]]
+    origin = origin_of(one[6], one[7], one[8], bool(values[-1]))
+    return (*one[:4], ending_of(one[4], one[5], False), origin)
 
 
 def _has_json(conn: sqlite3.Connection) -> bool:
@@ -153,11 +154,8 @@ class _Shared:
         """The values of _GROUPED in one row, from their JSON array (new to this recovery),
         as a Session holds them: the first four, an Ending and an Origin."""
         values = cast(list[Any], json.loads(text))
-        shared = self.values.setdefault
-        values = [shared(value, value) for value in values[:-1]] + [bool(values[-1])]
-        ending = ending_of(values[4], values[5], False)
-        self.groups[text] = grouped = (*values[:4], ending, origin_of(*values[6:]))
-        return grouped
+        self.groups[text] = found = grouped(values, self.values.setdefault)
+        return found
 
     def sessions(self, rows: Iterable[Any]) -> Iterator[Session]:
         """Sessions from rows of _SELECT (as Session.from_row from the table's rows)."""

@@ -27,9 +27,9 @@ whether it used them or not: a later crash never starts from a stale snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
-import gc
 import logging
 import marshal
 import os
@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from radtrack import gcpolicy
 from radtrack.model import Session, User
 from radtrack.store import columnar, journal, recovery
 
@@ -184,15 +185,11 @@ def write(db: Path, stamp: Stamp, sessions: Sequence[Session], users: Sequence[U
     """Encode and write the snapshot durably (a temporary name, fsync, rename, fsync of the
     directory); returns its size. Raises SnapshotInvalid (a value the table would not give
     back as it is) or OSError."""
-    collecting = gc.isenabled()
-    gc.disable()  # millions of short-lived tuples, none in a cycle
     try:
-        payload = columnar.encode(sessions, users)
+        with gcpolicy.paused(long_lived=False):  # millions of short-lived tuples, no cycle
+            payload = columnar.encode(sessions, users)
     except columnar.Unencodable as exc:
         raise SnapshotInvalid(str(exc)) from None
-    finally:
-        if collecting:
-            gc.enable()
     header = marshal.dumps(
         {
             "format": FORMAT,
@@ -208,12 +205,17 @@ def write(db: Path, stamp: Stamp, sessions: Sequence[Session], users: Sequence[U
     )
     path = path_of(db)
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as out:
-        out.write(MAGIC + len(header).to_bytes(_LENGTH, "little") + header)
-        out.write(payload)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as out:
+            out.write(MAGIC + len(header).to_bytes(_LENGTH, "little") + header)
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):  # a full disk: leave no part of it behind
+            temporary.unlink()
+        raise
     _sync_directory(path.parent)
     return len(MAGIC) + _LENGTH + len(header) + len(payload)
 
@@ -236,15 +238,10 @@ def load(db: Path, expected: Stamp) -> tuple[list[Session], list[User]] | None:
     try:
         if expected.token is None:
             raise SnapshotInvalid("the database is not sealed: written since, or a stop cut short")
-        collecting = gc.isenabled()
-        gc.disable()  # a million new containers that live on: recovery.load_sessions says why
         try:
-            return read(db, expected)
+            with gcpolicy.paused(long_lived=True):  # a million new sessions, as recovery's
+                return read(db, expected)
         finally:
-            gc.freeze()
-            gc.unfreeze()
-            if collecting:
-                gc.enable()
             release_freed_memory()
     except (SnapshotInvalid, OSError) as exc:
         logger.warning(

@@ -34,6 +34,9 @@ T = TypeVar("T")
 
 # The nice value of the fold thread: the scheduler gives it ~1/10 of a contended core
 BACKGROUND_NICE = 10
+# seconds a clean close gives _last_words besides closing the connection (the snapshot's seal:
+# one transaction that reads the closed sessions and the users)
+LAST_WORDS_SECONDS = 10.0
 # one statement and its parameter sets (executemany)
 Step = tuple[str, Sequence[Sequence[Any]]]
 
@@ -429,7 +432,8 @@ class Writer(GroupCommit):
             closing = asyncio.wrap_future(self._folder.submit(finish))
             try:
                 await asyncio.wait_for(
-                    closing, max(self.busy_timeout, 1.0) + (11.0 if clean else 1.0)
+                    closing,
+                    max(self.busy_timeout, 1.0) + 1.0 + (LAST_WORDS_SECONDS if clean else 0.0),
                 )
             except TimeoutError:
                 logger.error("event=writer_close_timeout")

@@ -23,7 +23,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import gc
 import logging
 import time
 import urllib.parse
@@ -32,6 +31,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from radtrack import gcpolicy
 from radtrack.errors import StoreError
 from radtrack.model import SESSION_COLUMNS, Session, User, taken_username
 from radtrack.store.base import LiveState, Outcome, RemoteApply, why_rejected
@@ -168,9 +168,7 @@ class PgStore(GroupCommit):
         """One snapshot: the online sessions, the ``closed_limit`` most recently closed, the
         users, and the feed cursor to follow from."""
         from_row = Session.from_row
-        collecting = gc.isenabled()
-        gc.disable()  # a million new sessions: see store/recovery.py
-        try:
+        with gcpolicy.paused(long_lived=True):  # a million new sessions
             async with self._pool.acquire() as conn:
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
                     horizon = await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())")
@@ -189,11 +187,6 @@ class PgStore(GroupCommit):
                     users = await conn.fetch(
                         "SELECT user_id, username, reseller_id, max_sessions FROM users"
                     )
-        finally:
-            gc.freeze()
-            gc.unfreeze()
-            if collecting:
-                gc.enable()
         self.follower.cursor = int(horizon)
         return LiveState(sessions, [User(*r) for r in users])
 
