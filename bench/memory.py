@@ -35,6 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from radtrack import gcpolicy  # noqa: E402
 from radtrack.accounting import Accountant  # noqa: E402
 from radtrack.model import AccountingRequest, Session, StatusType  # noqa: E402
 from radtrack.store import columnar, recovery, snapshot  # noqa: E402
@@ -121,19 +122,14 @@ def _rows_from_reader(db: Path) -> Iterator[Session]:
         while header := read(8):
             yield read(int.from_bytes(header, "little"))
 
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        rows = itertools.chain.from_iterable(map(marshal.loads, chunks()))
-        yield from recovery._Shared().sessions(rows)
-    finally:
-        reader.stdout.close()
-        if reader.wait() != 0:
-            raise RuntimeError(f"reader exited with status {reader.returncode}")
-        gc.freeze()
-        gc.unfreeze()
-        if collecting:
-            gc.enable()
+    with gcpolicy.paused(long_lived=True):
+        try:
+            rows = itertools.chain.from_iterable(map(marshal.loads, chunks()))
+            yield from recovery._Shared().sessions(rows)
+        finally:
+            reader.stdout.close()
+            if reader.wait() != 0:
+                raise RuntimeError(f"reader exited with status {reader.returncode}")
 
 
 def _payload(db: Path) -> Path:
@@ -147,15 +143,10 @@ def _payload(db: Path) -> Path:
 
 
 def _from_snapshot(db: Path) -> Iterator[Session]:
-    collecting = gc.isenabled()
-    gc.disable()  # as snapshot.load does
     try:
-        sessions, _ = columnar.decode(_payload(db).read_bytes())
+        with gcpolicy.paused(long_lived=True):  # as snapshot.load does
+            sessions, _ = columnar.decode(_payload(db).read_bytes())
     finally:
-        gc.freeze()
-        gc.unfreeze()
-        if collecting:
-            gc.enable()
         snapshot.release_freed_memory()
     return iter(sessions)
 
