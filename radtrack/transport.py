@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from radtrack.endpoint import Endpoint
+from radtrack.fastpath import intake
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +66,19 @@ def bind_udp(endpoint: Endpoint, receive_buffer: int) -> socket.socket:
 
 
 class UdpListener:
-    def __init__(self, sock: socket.socket, handler: Handler, *, batch: int = 256) -> None:
+    def __init__(
+        self, sock: socket.socket, handler: Handler, *, batch: int = 256, multi: bool = True
+    ) -> None:
+        """``multi``: read by recvmmsg(2) where there is one (fastpath/intake.py), else (and
+        with False) by recvfrom, one datagram a call."""
         self.sock = sock
         self.handler = handler
         self.batch = batch
+        self._receiver = (
+            intake.BatchReceiver(sock)
+            if multi and intake.AVAILABLE and sock.family in (socket.AF_INET, socket.AF_INET6)
+            else None
+        )
         self.send_errors = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reading = False
@@ -113,6 +123,9 @@ class UdpListener:
             self._reading = False
 
     def _readable(self) -> None:
+        if self._receiver is not None:
+            self._readable_many(self._receiver)
+            return
         recvfrom = self.sock.recvfrom
         handler = self.handler
         for _ in range(self.batch):
@@ -127,6 +140,26 @@ class UdpListener:
                 handler(self, data, addr[:2])
             except Exception:
                 logger.exception("event=handler_crashed peer=%s", addr[0])
+
+    def _readable_many(self, receiver: intake.BatchReceiver) -> None:
+        """_readable by recvmmsg: the same datagrams, up to ``batch`` of them, in calls of up
+        to ``receiver.slots``."""
+        handler = self.handler
+        left = self.batch
+        while left > 0:
+            try:
+                datagrams = receiver.receive(left)
+            except OSError as exc:  # e.g. ICMP errors surfacing on the socket
+                logger.debug("event=recv_error error=%s", exc)
+                return
+            for data, addr in datagrams:
+                try:
+                    handler(self, data, addr)
+                except Exception:
+                    logger.exception("event=handler_crashed peer=%s", addr[0])
+            if len(datagrams) < min(left, receiver.slots):
+                return  # the socket is drained
+            left -= len(datagrams)
 
     def send(self, data: bytes, addr: Address) -> None:
         try:

@@ -12,7 +12,9 @@ in one step and converts them inline (a helper call per attribute costs more tha
 conversion); ``FastAccountant`` finds the session of an Interim-Update (80 % of all packets)
 in a direct-mapped table instead of hashing its key, and updates it from the request's fields
 unpacked in one step (a NamedTuple's field access is a generic attribute lookup in CPython
-3.11). bench/hotpath.py measures them (docs/performance.md).
+3.11); ``intake.BatchReceiver`` reads a batch of datagrams in one recvmmsg(2) call, keeping
+the GIL, where transport.py's plain rule reads one by recvfrom (tests/test_intake.py checks
+one against the other). bench/hotpath.py and bench/ab.py measure them (docs/performance.md).
 """
 
 from radtrack.fastpath.packets import FastAccountingDecoder, decode
