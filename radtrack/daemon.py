@@ -189,6 +189,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._expire_loop(), name="radtrack-expire"))
         self._tasks.append(loop.create_task(self._maintain_loop(), name="radtrack-maintain"))
+        self._tasks.append(loop.create_task(gcpolicy.pace(), name="radtrack-gc"))
         status = status_loop(self.notifier, self.status_line, self.acknowledged, self.store.stuck)
         self._tasks.append(loop.create_task(status, name="radtrack-notify"))
         self._tasks.append(loop.create_task(self.trend.run(), name="radtrack-trend"))
