@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 import run_all  # noqa: E402
 
 
-def sample(gil: bool, seconds: float, rate: int, packets: int, out: Path) -> dict[str, object]:
+def sample(gil: bool, seconds: int, rate: int, packets: int, out: Path) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="radtrack-gil-"))
     with run_all.Radtrack(work) as rt:
         assert rt.proc is not None
@@ -60,7 +60,7 @@ def by_thread(path: Path) -> tuple[collections.Counter[str], collections.Counter
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rate", type=int, default=500, help="samples a second")
     parser.add_argument("--packets", type=int, default=400_000)
     parser.add_argument("--top", type=int, default=0, help="busiest lines per thread")
