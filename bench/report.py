@@ -86,45 +86,77 @@ pairs below are measured again (or marked as not).
    One pass a size in order measured the box's drift: 1M read 0.66 of 10k in the full run of
    10:27, and equal to 100k in three alternated rounds right after.
 
-**Tried and not kept.** `recvmmsg(2)` intake (a `fastpath/intake.py` on a branch that did not
-land and is gone): equal user-space instructions (117,843 against 117,249 a packet, `hotpath.py
---socket`), 2.0-3.2 us a datagram against 2.2-4.2 us for recvfrom on queued datagrams; it holds
-the GIL for the call. Its daemon A/B of 2026-12-02 ran main on both sides (the correction
-above), so whether it pays in the daemon is open: `recvfrom` is 14-22 % of the loop's samples.
-GC thresholds 1,000 / 2 instead of 2,000 / 2 (`hotpath.py`, valid): young pauses 0.26 instead
-of 0.48 ms but 60 % more GC CPU.
+7. *recvmmsg(2) intake* (`radtrack/fastpath/intake.py`; recvfrom stays the plain rule and
+   the fallback, tests/test_intake.py compares the two). recvfrom released the GIL for every
+   datagram and the commit thread took it each time: py-spy with `--gil` (below) showed the
+   loop in recvfrom without the GIL a fifth of its time. One call now reads up to 32 datagrams
+   holding the GIL (it never blocks). `bench/ab.py` against the tree before, alternated: the
+   commit thread's CPU a packet at saturation 20.6 / 18.5 / 19.5 / 16.1 us against 28.0 / 29.1
+   / 26.0 / 24.9, the loop's 38.5 / 35.0 / 37.5 / 31.5 against 38.5 / 43.8 / 44.1 / 36.8,
+   packets/s median 17,949 against 17,138 (the box swung 13-23k); ack p99 at 5,000/s 5.5 / 6.5
+   / 11.1 ms against 9.2 / 8.2 / 9.1; beside saturated queries no drops either way.
+8. *The collector's passes on the ingest loop only* (`gcpolicy.pace`). Traced at 5,000
+   packets/s beside 200 queries/s (gc.callbacks, and each request's wall and thread time): 51
+   of 260 young passes (1.3-1.5 ms) and 14 of 91 middle ones (3-9 ms) ran in the API's thread,
+   inside a query, and 25 of the 40 queries over 3 ms in the app had one. Automatic collection
+   is now off while the daemon runs, and every 25 ms the loop runs the pass CPython's own rule
+   says is due. 3b, nine alternated rounds: 3.96 / 4.13 / 5.98 / 5.76 / 5.44 / 4.30 / 5.95 /
+   5.98 / 5.91 ms against 8.01 / 5.69 / 5.64 / 4.94 / 8.26 / 10.86 / 4.65 / 8.46 / 4.63:
+   medians 5.76 and 5.69, means 5.27 and 6.79. The 8-11 ms rounds are gone; the median is not
+   lower. Its cost at saturation, if any, is within the noise: seven alternated rounds of
+   `bench/ab.py ingest` gave 23,205 / 22,925 / 21,385 / 23,242 / 22,623 / 24,108 / 28,186
+   packets/s against 25,108 / 29,721 / 20,503 / 19,255 / 27,648 / 27,262 / 23,403 without it
+   (medians 23,205 and 25,108); the pass now runs in the loop, 6.7 % of its time at 22,700
+   packets/s (`gil_profile.py`).
 
-**Ingest (1 met; 1b, 10x FreeRADIUS, not met).** Per packet in the run of 10:54: the event
-loop 28.9 us, the commit thread 20.1 us, the fold 7.7 us, the load generator ~8-9 us: ~66 us of
-CPU on two cores, a ceiling near 30,000/s with both cores full, and the loop's and the commit
-thread's Python share one GIL. 10x that run's FreeRADIUS (3,337/s) is 33,370/s. In py-spy's
-samples of the loop, `recvfrom` is 14-22 %, the rest spread over decode, the authenticator
-check, the accounting rules and the submit (none above 5 %). What would reach it: the packet
-path (decode, authenticator, the Interim rule, the journal row) in C behind the same
-differential tests, taking the loop from ~29 to ~10 us a packet; or the commit thread in a
-process of its own fed packed rows, which would give the loop the GIL to itself.
+**Tried and not kept.** One write per HTTP response (the head held until the body: uvicorn
+writes them apart, two send(2) calls and two segments an answer, half the API thread's py-spy
+samples): the segments halved (a test counted them), but neither 3b (p99 6.26 / 6.72 / 5.81 ms
+against 8.03 / 4.22 / 4.41), saturated queries (3,315 / 2,452 req/s against 2,266 / 3,186) nor
+the CPU a query at 500 req/s (proportional to the client's, which swung 1.5x) moved beyond the
+noise, so uvicorn's protocol is left as it is. GC thresholds 1,000 / 2 instead of 2,000 / 2
+(`hotpath.py`, valid): young pauses 0.26 instead of 0.48 ms but 60 % more GC CPU.
 
-**Queries beside ingest (3b: 4.7 ms in the run of 10:54, not met reliably).**
-getOnlineSessions costs ~0.28 ms of the API thread's CPU (py-spy: 225 samples of Python at
-500 Hz over 8 s for 1,600 queries). Its p99 at 200 req/s is 2.2-3.5 ms with no ingest, and
-5-10 ms beside 5,000 packets/s in the alternated runs of every build above (6.6 ms in the full
-run of 10:27). A probe in the daemon at 5,000 packets/s (a thread asking for 1 ms sleeps, and
-`gc.callbacks`) over ~30 s: the sleeper woke more than 2 ms late 1,002 times, up to 24 ms; the
-collector ran 260 young collections (1.5 ms of CPU median) and 94 middle ones (3.3 ms median,
-7.5 ms max), 2.8 % of the time with every thread stopped, since the sessions ingest makes are
-tracked objects whose fields are cold in cache. Yet with the collector off entirely (an upper
-bound on what GC tuning could win; A/B, three rounds) p99 was 2.8 / 7.8 / 5.4 ms against 7.5 /
-6.2 / 5.2 ms with it: within the noise. What is left is the GIL's hand-offs between
-the loop, the commit thread and the API's thread, and two cores shared with the load generator
-and the query client. A query answered without the GIL (a reader process over a shared-memory
-copy of the online index, or the index and the query in C) is what would keep it under 5 ms.
+**Ingest (1: not met in this run's one round, 17,675/s, met in the alternated rounds of the
+same hour; 1b, 10x FreeRADIUS, not met: the GIL bounds it).** `bench/gil_profile.py`
+(py-spy's samples of the daemon at saturation, those holding the GIL and all): at 22,673
+packets/s the event loop held the GIL 62 % of the time, 27.4 us a packet, and the commit thread
+16 %, 7.2 us (binding the journal rows' values, 60 % of it): 34.6 us of GIL a packet, so at
+most ~28,900 packets/s on any number of cores, were the hand-offs free. They are not, and the
+load generator's ~10 us of CPU a packet shares the two cores: running at all, the loop took
+36.8 us a packet, the commit thread 22.7, the fold 17.8 (the rest of the commit thread is
+SQLite and sendmmsg without the GIL), and the daemon reaches 75-85 % of that bound (17,675 in
+this run's step 1, 21,400-29,700 in the alternated rounds of the same hour). 10x FreeRADIUS
+was 26,870/s in this run (its 2,687/s in step 2) and 33,370/s in the run of 2026-12-03 10:54
+(3,337/s): FreeRADIUS swings with the box too, the ratio stays 6.6-7.5x. One interpreter does
+not reach it here. What would: the packet path
+(decode, the authenticator, the Interim rule, the journal row) in C behind the same
+differential tests, ~27 -> ~10 us of GIL a packet; or the commit thread in a process of its
+own fed packed rows, which gives the loop the GIL to itself.
+
+**Queries beside ingest (3b: not met; the shared interpreter, not the box).** The run's 3b
+step, three rounds each beside a control (the same queries while the same ingest goes to a
+second daemon on this box): p99 6.04 / 5.98 / 9.38 ms in the same daemon, 3.79 / 3.14 / 6.61
+ms with ingest in the other. Measured by hand before, three
+alternated rounds: p99 7.80 / 6.04 / 7.87 ms with ingest in the same daemon, 3.27 / 2.71 /
+2.62 ms with it in another: the box's load is the same, so what a query waits for is the
+interpreter it shares with ingest: the GIL, held by the loop and the commit thread (by the
+switch interval, 0.5 ms, and longer in a C call), and the collector's passes, which stop
+every thread (`pace` took them out of the queries themselves). In the API thread's own
+schedstat at 200 req/s: 0.53 ms of CPU a query, 0.17 ms waiting for a core, three slices a
+query. What would keep it under 5 ms: a query answered without that GIL, by a reader process
+over a copy of the online index fed by the commit's changes (the event stream already
+carries them), or the index and the query's JSON in C.
 
 **Restart (4b: met).** After a clean stop, the snapshot; after a crash, the table, still under
 8 s in this run (recovery is ~99 % CPU: SQLite's row fetch, which releases and retakes the GIL
 around every column, shared-value lookups and index inserts).
 
-**Scaling (5: met)** in the round-robin table above; at 1M the index's dicts and the fold's
-B-tree no longer fit in cache, which shows in single rounds, not in the medians.
+**Scaling (5: 0.78 for ingest in this run, not met; 0.81 in the run of 2026-12-03 10:54).**
+Queries stay flat (0.91); ingest at 1M was below ingest at 10k in every round of this run
+(20,171 / 17,844 / 22,644 against 25,796 / 24,304 / 27,155 packets/s): at 1M the index's dicts
+and the fold's B-tree no longer fit in cache, and each Interim's lookup and each folded row
+pays for it. Not worked on in this round.
 
 Earlier rounds (kept): the acknowledgement journal and its fold, replies sent by the commit
 thread with one sendmmsg(2) per commit, the learned packet layouts of the fast path, and the
@@ -135,7 +167,8 @@ Commands: the whole table `python3 bench/run_all.py`; one scenario, two builds a
 --tool=cachegrind --cache-sim=no python3 bench/hotpath.py --runs 1 --packets N` (N = 5,000 and
 20,000, the difference over 15,000); bytes by field `python3 bench/memory_fields.py --sessions
 200000`; recovery alone `python3 bench/memory.py --db m1m.db --only-db` then `--recover-only`
-(`--snapshot-ab 3`: snapshot and table loads alternated)."""
+(`--snapshot-ab 3`: snapshot and table loads alternated); who holds the GIL `python3
+bench/gil_profile.py --top 5` (needs py-spy)."""
 
 
 def _ok(good: bool) -> str:
