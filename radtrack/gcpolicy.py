@@ -86,6 +86,7 @@ async def pace(tick: float = PACE_TICK) -> None:
     beside 200 queries/s, 51 of 260 young passes (1.3-1.5 ms each) and 14 of 91 middle ones
     (3-9 ms) ran inside a query, and 25 of the 40 queries that took over 3 ms had one
     (docs/performance.md). Here a query waits for a pass only when the two overlap."""
+    collecting = gc.isenabled()  # as the process had it (two daemons in one: the first's)
     gc.disable()
     try:
         while True:
@@ -94,4 +95,5 @@ async def pace(tick: float = PACE_TICK) -> None:
             if generation is not None and not _pausing:
                 gc.collect(generation)
     finally:
-        gc.enable()
+        if collecting:
+            gc.enable()

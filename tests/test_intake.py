@@ -10,22 +10,10 @@ import pytest
 
 from radtrack.fastpath import intake
 from radtrack.transport import UdpListener
+from tests.test_transport import FAMILIES
 
 pytestmark = pytest.mark.skipif(not intake.AVAILABLE, reason="no recvmmsg(2) here")
 
-
-def _ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-FAMILIES = [(socket.AF_INET, "127.0.0.1")]
-if _ipv6():
-    FAMILIES.append((socket.AF_INET6, "::1"))
 
 Received = list[tuple[bytes, tuple[str, int]]]
 
