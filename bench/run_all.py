@@ -459,12 +459,16 @@ def main() -> None:  # noqa: C901 - one scenario after another
                 (work / "c2").mkdir()
                 with Radtrack(work / "c2", name="elsewhere") as other:
                     loadgen(other.udp, SECRET, sessions=sessions, packets=sessions, workers=2)
-                    same, elsewhere = [], []
+                    same, elsewhere, steady = [], [], []
                     for seed in (2, 4, 5):
                         same.append(queries_beside_ingest(rt, rt, users, sessions, seed, scale))
                         elsewhere.append(
                             queries_beside_ingest(rt, other, users, sessions, seed, scale)
                         )
+                        # and in a steady state: the same rate and mix over 10,000 sessions,
+                        # ~10 packets each, where the 100,000 above see ~1 packet each (a
+                        # wave of new sessions: nearly every packet makes one)
+                        steady.append(queries_beside_ingest(rt, rt, users, 10_000, seed + 5, scale))
                 results["graphql_200_rounds"] = [r["query"]["latency_p99_ms"] for r in same]
                 results["graphql_200_elsewhere_rounds"] = [
                     r["query"]["latency_p99_ms"] for r in elsewhere
@@ -472,6 +476,9 @@ def main() -> None:  # noqa: C901 - one scenario after another
                 middle = sorted(same, key=lambda r: float(r["query"]["latency_p99_ms"]))[1]
                 results["graphql_200_with_ingest"] = middle["query"]
                 results["ingest_beside_graphql"] = middle["ingest"]
+                results["graphql_200_steady_rounds"] = [
+                    r["query"]["latency_p99_ms"] for r in steady
+                ]
                 results["graphql_200_elsewhere"] = sorted(
                     elsewhere, key=lambda r: float(r["query"]["latency_p99_ms"])
                 )[1]["query"]
