@@ -264,7 +264,7 @@ def write_report(r: dict[str, Any]) -> str:  # noqa: C901 - one section per targ
     qp99 = float(q200.get("latency_p99_ms", 0))
     rounds = r.get("graphql_200_rounds")
     elsewhere = r.get("graphql_200_elsewhere_rounds")
-    seen = (
+    rounds_seen = (
         f" (the median of {len(rounds)} rounds: {' / '.join(map(str, rounds))} ms)"
         if rounds
         else ""
@@ -277,7 +277,7 @@ def write_report(r: dict[str, Any]) -> str:  # noqa: C901 - one section per targ
     )
     lines.append(
         f"| 3b. p99 <= 5 ms at 200 req/s while ingest runs at 5,000 packets/s, none lost "
-        f"| p99 {qp99} ms at {q200.get('requests_per_s')} req/s{seen}; ingest "
+        f"| p99 {qp99} ms at {q200.get('requests_per_s')} req/s{rounds_seen}; ingest "
         f"{beside.get('acked_per_s')} acked/s, {beside.get('lost')} lost{control} "
         f"| {_ok(0 < qp99 <= TARGETS['query_p99_ms'] and beside.get('lost') == 0)} |"
     )
